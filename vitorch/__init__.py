@@ -1,0 +1,38 @@
+"""vitorch: variational inference with Pyro's programming model, on PyTorch.
+
+>>> import torch, vitorch
+>>> import vitorch.distributions as dist
+>>> def model(data):
+...     loc = vitorch.sample("loc", dist.Normal(0.0, 10.0))
+...     with vitorch.plate("data", len(data)):
+...         vitorch.sample("obs", dist.Normal(loc, 1.0), obs=data)
+"""
+
+from . import distributions, handlers, infer, optim, poutine
+from .distributions import enable_validation, is_validation_enabled
+from .handlers.seed import set_rng_seed
+from .params import clear_param_store, get_param_store
+from .primitives import barrier, deterministic, factor, module, param, plate, sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "barrier",
+    "clear_param_store",
+    "deterministic",
+    "distributions",
+    "enable_validation",
+    "factor",
+    "get_param_store",
+    "handlers",
+    "infer",
+    "is_validation_enabled",
+    "module",
+    "optim",
+    "param",
+    "plate",
+    "poutine",
+    "sample",
+    "set_rng_seed",
+]

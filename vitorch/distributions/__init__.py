@@ -1,0 +1,47 @@
+"""Distributions with Pyro's conventions (``vitorch.distributions``, usually ``dist``)."""
+
+from torch.distributions import Distribution
+
+from . import constraints, kl, transforms
+from .avf_mvn import AVFMultivariateNormal
+from .delta import Delta
+from .distribution import TorchDistribution, TorchDistributionMixin
+from .kl import kl_divergence, register_kl
+from .masked import MaskedDistribution
+from .omt_mvn import OMTMultivariateNormal
+from .torch import *  # noqa: F403  (the torch families, listed in torch.__all__)
+from .torch import __all__ as _torch_all
+from .transforms import biject_to, transform_to
+from .util import broadcast_shape, sum_rightmost
+
+
+def enable_validation(is_validate: bool = True) -> None:
+    """Switch argument and support checks of every distribution on or off."""
+    Distribution.set_default_validate_args(is_validate)
+
+
+def is_validation_enabled() -> bool:
+    return bool(Distribution._validate_args)
+
+
+__all__ = [
+    "AVFMultivariateNormal",
+    "Delta",
+    "Distribution",
+    "MaskedDistribution",
+    "OMTMultivariateNormal",
+    "TorchDistribution",
+    "TorchDistributionMixin",
+    "biject_to",
+    "broadcast_shape",
+    "constraints",
+    "enable_validation",
+    "is_validation_enabled",
+    "kl",
+    "kl_divergence",
+    "register_kl",
+    "sum_rightmost",
+    "transform_to",
+    "transforms",
+    *_torch_all,
+]

@@ -1,0 +1,39 @@
+"""Effect handlers (also importable as ``vitorch.poutine``).
+
+Each handler wraps a function (``trace(model).get_trace(*args)``) or is used as a context
+manager (``with trace() as tr: model(*args)``).
+"""
+
+from ..runtime import Message, Messenger, apply_stack, am_i_wrapped
+from .block import BlockMessenger, block
+from .condition import ConditionMessenger, SubstituteMessenger, condition, substitute
+from .plate import PlateMessenger
+from .replay import ReplayMessenger, replay
+from .scale import MaskMessenger, ScaleMessenger, mask, scale
+from .seed import SeedMessenger, seed
+from .trace import Trace, TraceMessenger, trace
+
+__all__ = [
+    "BlockMessenger",
+    "ConditionMessenger",
+    "MaskMessenger",
+    "Message",
+    "Messenger",
+    "PlateMessenger",
+    "ReplayMessenger",
+    "ScaleMessenger",
+    "SeedMessenger",
+    "SubstituteMessenger",
+    "Trace",
+    "TraceMessenger",
+    "am_i_wrapped",
+    "apply_stack",
+    "block",
+    "condition",
+    "mask",
+    "replay",
+    "scale",
+    "seed",
+    "substitute",
+    "trace",
+]

@@ -1,0 +1,313 @@
+"""Evidence lower bounds: ``Trace_ELBO`` and ``TraceMeanField_ELBO``.
+
+One particle of the ELBO is built from two traces: the guide run under ``trace``, then the
+model run under ``trace(replay(model, guide_trace))`` so that it sees the guide's draws.
+The estimate is ``sum_model scale * log p - sum_guide scale * log q``. Guide sites that
+cannot be reparameterized add a score-function (REINFORCE) term to a surrogate objective,
+so that its gradient stays unbiased while its value equals the ELBO.
+
+Vectorized particles are one more plate, outside every plate of the model, at dim
+``-(max_plate_nesting + 1)``; the particle dimension is averaged out at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable
+
+import torch
+from torch.distributions.kl import kl_divergence
+
+from ..handlers.block import BlockMessenger
+from ..handlers.plate import PlateMessenger
+from ..handlers.replay import ReplayMessenger
+from ..handlers.trace import Trace, TraceMessenger, site_log_prob
+from ..runtime import Message
+
+__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(ValueError):
+    """The loss is NaN or infinite; ``sites`` names the sites whose log-density is not finite."""
+
+    def __init__(self, message: str, sites: list[str]):
+        super().__init__(message)
+        self.sites = sites
+
+
+def _is_one(scale: Any) -> bool:
+    return isinstance(scale, (int, float)) and scale == 1
+
+
+def _scaled_sum(site: Message, log_p: torch.Tensor) -> torch.Tensor:
+    total = log_p.sum() if _is_one(site.scale) else (site.scale * log_p).sum()
+    site.log_prob_sum = total
+    return total
+
+
+def _counts(site: Message) -> bool:
+    """Sample sites that carry a log-density: not plates' indices, not deterministic."""
+    return (
+        site.type == "sample"
+        and not getattr(site.fn, "_is_subsample", False)
+        and not site.infer.get("_deterministic", False)
+    )
+
+
+class ELBO:
+    """Base class: particles, plate nesting, and the loss / gradient entry points."""
+
+    def __init__(
+        self,
+        num_particles: int = 1,
+        max_plate_nesting: float = math.inf,
+        vectorize_particles: bool = False,
+        strict_enumeration_warning: bool = True,
+        ignore_jit_warnings: bool = False,
+        retain_graph: bool | None = None,
+        **kwargs: Any,
+    ):
+        if not isinstance(num_particles, int) or num_particles < 1:
+            raise ValueError(f"num_particles must be a positive int, got {num_particles!r}")
+        if max_plate_nesting != math.inf and (
+            not isinstance(max_plate_nesting, int) or max_plate_nesting < 0
+        ):
+            raise ValueError(
+                f"max_plate_nesting must be a non-negative int, got {max_plate_nesting!r}"
+            )
+        self.num_particles = num_particles
+        self.max_plate_nesting = max_plate_nesting
+        self.vectorize_particles = vectorize_particles
+        self.retain_graph = retain_graph
+
+    # -- traces ----------------------------------------------------------------------------
+    def _guess_max_plate_nesting(self, model: Callable, guide: Callable, args, kwargs) -> None:
+        # Run once, hidden from outer handlers, to see how deep the plates go.
+        with BlockMessenger():
+            guide_trace, model_trace = self._trace_pair(model, guide, args, kwargs)
+        dims = [
+            -frame.dim
+            for tr in (guide_trace, model_trace)
+            for site in tr.nodes.values()
+            if site.type == "sample"
+            for frame in site.cond_indep_stack
+            if frame.dim is not None
+        ]
+        self.max_plate_nesting = max(dims, default=0)
+
+    @staticmethod
+    def _trace_pair(model: Callable, guide: Callable, args, kwargs) -> tuple[Trace, Trace]:
+        guide_tracer = TraceMessenger()
+        with guide_tracer:
+            guide(*args, **kwargs)
+        model_tracer = TraceMessenger()
+        with model_tracer, ReplayMessenger(trace=guide_tracer.trace):
+            model(*args, **kwargs)
+        return guide_tracer.trace, model_tracer.trace
+
+    def _get_traces(self, model: Callable, guide: Callable, args, kwargs):
+        """Yield (model_trace, guide_trace) per particle (one pair when vectorized)."""
+        if self.vectorize_particles and self.num_particles > 1:
+            if self.max_plate_nesting == math.inf:
+                self._guess_max_plate_nesting(model, guide, args, kwargs)
+            particles = PlateMessenger(
+                "num_particles_vectorized",
+                self.num_particles,
+                dim=-(int(self.max_plate_nesting) + 1),
+            )
+            with particles:
+                guide_trace, model_trace = self._trace_pair(model, guide, args, kwargs)
+            yield model_trace, guide_trace
+        else:
+            for _ in range(self.num_particles):
+                guide_trace, model_trace = self._trace_pair(model, guide, args, kwargs)
+                yield model_trace, guide_trace
+
+    # -- estimates -------------------------------------------------------------------------
+    def _particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, Any]:
+        """(elbo estimate, surrogate for gradients) of one particle (or vectorized batch)."""
+        raise NotImplementedError
+
+    def _divisor(self) -> int:
+        return self.num_particles
+
+    def _loss_and_params(self, model, guide, args, kwargs):
+        """The differentiable loss, its value as a float, and the params the traces touched."""
+        surrogate_total: Any = 0.0
+        elbo_total: Any = 0.0
+        param_names: dict[str, None] = {}
+        traces = []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo, surrogate = self._particle(model_trace, guide_trace)
+            elbo_total = elbo_total + elbo
+            surrogate_total = surrogate_total + surrogate
+            for tr in (guide_trace, model_trace):
+                for name, site in tr.nodes.items():
+                    if site.type == "param":
+                        param_names[name] = None
+            traces.append((model_trace, guide_trace))
+        n = self._divisor()
+        if n != 1:
+            elbo_total = elbo_total / n
+            surrogate_total = surrogate_total / n
+        loss_value = -float(elbo_total.detach()) if isinstance(elbo_total, torch.Tensor) else -float(elbo_total)
+        if not math.isfinite(loss_value):
+            raise _nonfinite_error(loss_value, traces)
+        return -surrogate_total, loss_value, param_names
+
+    def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """The negative ELBO, as a float (no gradients)."""
+        with torch.no_grad():
+            _, value, _ = self._loss_and_params(model, guide, args, kwargs)
+        return value
+
+    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
+        """The negative ELBO as a tensor whose gradient is an unbiased ELBO gradient."""
+        surrogate, value, _ = self._loss_and_params(model, guide, args, kwargs)
+        if isinstance(surrogate, torch.Tensor):
+            # Value of the ELBO, gradient of the surrogate (they differ only with
+            # non-reparameterized sites).
+            return surrogate + (value - surrogate.detach())
+        return torch.tensor(value)
+
+    def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
+        """Compute the loss, backpropagate into the touched parameters, return the loss."""
+        surrogate, value, _ = self._loss_and_params(model, guide, args, kwargs)
+        if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
+            surrogate.backward(retain_graph=self.retain_graph)
+        return value
+
+    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
+        return self.differentiable_loss(model, guide, *args, **kwargs)
+
+
+def _nonfinite_error(loss_value: float, traces) -> NonFiniteLossError:
+    bad: dict[str, str] = {}
+    for model_trace, guide_trace in traces:
+        for role, tr in (("model", model_trace), ("guide", guide_trace)):
+            for name, site in tr.nodes.items():
+                total = site.log_prob_sum
+                if total is not None and not bool(torch.isfinite(total).all()):
+                    bad.setdefault(name, f"{name!r} ({role}, log_prob sum {float(total)})")
+    sites = list(bad)
+    detail = ", ".join(bad.values()) if bad else "no single site (the sum overflowed)"
+    return NonFiniteLossError(
+        f"the loss is {loss_value}: the log-density is not finite at {detail}. Check that "
+        f"observations lie in the support of their distribution and that parameters stay "
+        f"in range (a smaller learning rate often helps).",
+        sites,
+    )
+
+
+def _warn_missing(name: str) -> None:
+    warnings.warn(
+        f"Found vars in guide but not model: {{{name!r}}}. The guide's sample site "
+        f"{name!r} has no counterpart in the model and is ignored by the model.",
+        UserWarning,
+        stacklevel=5,
+    )
+
+
+class Trace_ELBO(ELBO):
+    """The standard Monte Carlo ELBO (Pyro's ``Trace_ELBO``).
+
+    With reparameterizable guide sites the gradient is the pathwise one; other guide
+    sites add ``log q * (elbo).detach()`` to a surrogate (the score-function estimator).
+    """
+
+    def _particle(self, model_trace: Trace, guide_trace: Trace):
+        elbo: Any = 0.0
+        score: Any = 0.0
+        model_nodes = model_trace.nodes
+        for site in model_nodes.values():
+            if _counts(site):
+                elbo = elbo + _scaled_sum(site, site_log_prob(site))
+        nonreparam = None
+        for name, site in guide_trace.nodes.items():
+            if not _counts(site) or site.is_observed:
+                continue
+            if name not in model_nodes:
+                _warn_missing(name)
+            log_q = _scaled_sum(site, site_log_prob(site))
+            elbo = elbo - log_q
+            if not site.fn.has_rsample:
+                if nonreparam is None:
+                    nonreparam = []
+                nonreparam.append(log_q)
+        surrogate = elbo
+        if nonreparam is not None and isinstance(elbo, torch.Tensor):
+            signal = elbo.detach()
+            for log_q in nonreparam:
+                score = score + log_q * signal
+            surrogate = elbo + score - score.detach()  # value unchanged, gradient adds score
+        return elbo, surrogate
+
+
+_KL_AVAILABLE: dict[tuple[type, type], bool] = {}
+
+
+def _analytic_kl(guide_fn: Any, model_fn: Any) -> torch.Tensor | None:
+    key = (type(guide_fn), type(model_fn))
+    if _KL_AVAILABLE.get(key) is False:
+        return None
+    try:
+        kl = kl_divergence(guide_fn, model_fn)
+    except NotImplementedError:
+        _KL_AVAILABLE[key] = False
+        return None
+    _KL_AVAILABLE[key] = True
+    return kl
+
+
+class TraceMeanField_ELBO(ELBO):
+    """The ELBO with analytic KL terms (Pyro's ``TraceMeanField_ELBO``).
+
+    For each latent site where the guide's and the model's distributions have a
+    registered ``kl_divergence``, ``log p(z) - log q(z)`` is replaced by ``-KL(q || p)``,
+    which has the same expectation and a lower variance. Other sites are Monte Carlo.
+    Like Pyro's, it assumes the guide is mean-field over those sites (the KL is taken
+    against the model's distribution at the sampled upstream values).
+    """
+
+    def _particle(self, model_trace: Trace, guide_trace: Trace):
+        elbo: Any = 0.0
+        guide_nodes = guide_trace.nodes
+        analytic: set[str] = set()
+        for name, site in model_trace.nodes.items():
+            if not _counts(site):
+                continue
+            guide_site = None if site.is_observed else guide_nodes.get(name)
+            if guide_site is not None:
+                kl = None
+                if guide_site.fn.batch_shape == site.fn.batch_shape:
+                    kl = _analytic_kl(guide_site.fn, site.fn)
+                if kl is not None:
+                    if site.mask is not None:
+                        kl = torch.where(torch.as_tensor(site.mask), kl, kl.new_zeros(()))
+                    kl_sum = kl.sum() if _is_one(site.scale) else (site.scale * kl).sum()
+                    site.log_prob_sum = -kl_sum
+                    elbo = elbo - kl_sum
+                    analytic.add(name)
+                    continue
+            elbo = elbo + _scaled_sum(site, site_log_prob(site))
+        nonreparam = None
+        for name, site in guide_nodes.items():
+            if not _counts(site) or site.is_observed or name in analytic:
+                continue
+            if name not in model_trace.nodes:
+                _warn_missing(name)
+            log_q = _scaled_sum(site, site_log_prob(site))
+            elbo = elbo - log_q
+            if not site.fn.has_rsample:
+                if nonreparam is None:
+                    nonreparam = []
+                nonreparam.append(log_q)
+        surrogate = elbo
+        if nonreparam is not None and isinstance(elbo, torch.Tensor):
+            signal = elbo.detach()
+            score: Any = 0.0
+            for log_q in nonreparam:
+                score = score + log_q * signal
+            surrogate = elbo + score - score.detach()
+        return elbo, surrogate

@@ -1,0 +1,111 @@
+"""Stochastic variational inference: ``SVI(model, guide, optim, loss)``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from ..handlers.trace import TraceMessenger
+from ..params import _PARAM_STORE
+from .elbo import ELBO
+
+__all__ = ["SVI"]
+
+
+class SVI:
+    """Fit ``guide`` to ``model`` by following gradients of ``loss`` with ``optim``.
+
+    ``step(*args, **kwargs)`` takes one gradient step and returns the loss as a float.
+    ``loss`` is an ELBO (``Trace_ELBO()``, ``TraceMeanField_ELBO()``) or any callable
+    ``loss(model, guide, *args, **kwargs) -> tensor``.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        optim: Any,
+        loss: ELBO | Callable,
+        loss_and_grads: Callable | None = None,
+        num_samples: int = 0,
+        num_steps: int = 0,
+        **kwargs: Any,
+    ):
+        if not callable(model):
+            raise TypeError(f"SVI: model must be callable, got {type(model).__name__}")
+        if not callable(guide):
+            raise TypeError(f"SVI: guide must be callable, got {type(guide).__name__}")
+        if isinstance(optim, torch.optim.Optimizer) or (
+            isinstance(optim, type) and issubclass(optim, torch.optim.Optimizer)
+        ):
+            raise TypeError(
+                "SVI: optim must be a vitorch optimizer such as vitorch.optim.Adam({'lr': 1e-3}), "
+                f"got the torch optimizer {optim!r}; vitorch creates the torch optimizer "
+                "itself as parameters appear"
+            )
+        if not callable(optim):
+            raise TypeError(
+                f"SVI: optim must be a vitorch.optim optimizer, got {type(optim).__name__}"
+            )
+        if not (isinstance(loss, ELBO) or callable(loss)):
+            raise TypeError(
+                f"SVI: loss must be an ELBO such as Trace_ELBO() or a callable, got {type(loss).__name__}"
+            )
+        self.model = model
+        self.guide = guide
+        self.optim = optim
+        self.loss = loss
+        self._loss_and_grads = loss_and_grads
+        self.num_steps = num_steps
+
+    def _compute(self, args, kwargs) -> tuple[float, list[torch.Tensor]]:
+        """Loss value and the unconstrained params it touched, with gradients populated."""
+        store_params = _PARAM_STORE._params
+        loss = self.loss
+        if self._loss_and_grads is None and isinstance(loss, ELBO):
+            surrogate, value, names = loss._loss_and_params(self.model, self.guide, args, kwargs)
+            params = [store_params[n] for n in names if n in store_params]
+            if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
+                surrogate.backward(retain_graph=loss.retain_graph)
+            return value, params
+        # A user-supplied loss: record which params it reads with a param-only trace.
+        with TraceMessenger(param_only=True) as tracer:
+            if self._loss_and_grads is not None:
+                value = self._loss_and_grads(self.model, self.guide, *args, **kwargs)
+            else:
+                out = loss(self.model, self.guide, *args, **kwargs)
+                out.backward()
+                value = out
+        params = [store_params[n] for n in tracer.trace.param_nodes if n in store_params]
+        return float(value), params
+
+    def step(self, *args: Any, **kwargs: Any) -> float:
+        """One gradient step; returns the loss (the negative ELBO estimate)."""
+        try:
+            value, params = self._compute(args, kwargs)
+        except BaseException:
+            # A failed step must not leave half-accumulated gradients behind.
+            for p in _PARAM_STORE._params.values():
+                p.grad = None
+            raise
+        self.optim(params)
+        for p in params:
+            p.grad = None
+        return value
+
+    def run(self, num_steps: int, *args: Any, **kwargs: Any):
+        """Run ``num_steps`` steps with progress, convergence checks and checkpoints.
+
+        See :func:`vitorch.infer.run.run_svi` for the options.
+        """
+        from .run import run_svi
+
+        return run_svi(self, num_steps, *args, **kwargs)
+
+    def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
+        """The loss at the current parameters, without taking a step."""
+        with torch.no_grad():
+            if isinstance(self.loss, ELBO):
+                return self.loss.loss(self.model, self.guide, *args, **kwargs)
+            return float(self.loss(self.model, self.guide, *args, **kwargs))

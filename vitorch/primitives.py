@@ -1,0 +1,170 @@
+"""The primitives a model or guide is written with: ``sample``, ``param``, ``plate`` ...
+
+Each builds a :class:`~vitorch.runtime.Message` and sends it through the handler stack.
+With no handler active they take the direct route (draw, or read the parameter store), so
+that calling a model as a plain function costs no more than the tensor work it does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.distributions import constraints
+
+from .distributions.unit import Unit
+from .handlers.plate import PlateMessenger
+from .params import _PARAM_STORE
+from .runtime import _STACK, Message, apply_stack
+
+__all__ = [
+    "sample",
+    "param",
+    "plate",
+    "module",
+    "deterministic",
+    "factor",
+    "barrier",
+]
+
+plate = PlateMessenger
+
+
+def _draw(fn: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+    if fn.has_rsample:
+        return fn.rsample(*args, **kwargs)
+    return fn.sample(*args, **kwargs)
+
+
+def _check_obs_shape(name: str, fn: Any, value: Any) -> None:
+    if not isinstance(value, torch.Tensor):
+        return
+    expected = fn.batch_shape + fn.event_shape
+    if value.shape == expected:
+        return
+    try:
+        torch.broadcast_shapes(value.shape, expected)
+    except RuntimeError:
+        raise ValueError(
+            f"sample site {name!r}: the observation has shape {tuple(value.shape)}, which "
+            f"does not broadcast with the distribution's batch_shape + event_shape "
+            f"{tuple(fn.batch_shape)} + {tuple(fn.event_shape)}"
+        ) from None
+
+
+def sample(
+    name: str,
+    fn: Any,
+    *args: Any,
+    obs: torch.Tensor | None = None,
+    obs_mask: torch.Tensor | None = None,
+    infer: dict | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """Draw from ``fn`` at the site ``name``, or observe ``obs`` there."""
+    if not isinstance(name, str):
+        raise TypeError(f"sample site name must be a str, got {type(name).__name__}")
+    if obs_mask is not None:
+        return _masked_observe(name, fn, obs, obs_mask, infer, *args, **kwargs)
+    if not hasattr(fn, "log_prob") or not hasattr(fn, "batch_shape"):
+        raise TypeError(
+            f"sample site {name!r}: expected a distribution, got {type(fn).__name__}"
+        )
+    if not _STACK:
+        if obs is None:
+            return _draw(fn, *args, **kwargs)
+        _check_obs_shape(name, fn, obs)
+        return obs
+    msg = Message("sample", name, fn, args, kwargs, value=obs, is_observed=obs is not None, infer=infer)
+    apply_stack(msg)
+    if msg.is_observed:
+        _check_obs_shape(name, msg.fn, msg.value)
+    return msg.value
+
+
+def _masked_observe(name, fn, obs, obs_mask, infer, *args, **kwargs):
+    # Split the site into an observed part and a latent part, as Pyro does, so that
+    # missing entries are imputed by inference while the rest are conditioned on.
+    if obs_mask.dtype != torch.bool:
+        raise TypeError(f"sample site {name!r}: obs_mask must be a bool tensor, got {obs_mask.dtype}")
+    if obs is None:
+        raise ValueError(f"sample site {name!r}: obs_mask given without obs")
+    event_mask = obs_mask.reshape(obs_mask.shape + (1,) * len(fn.event_shape))
+    observed = sample(f"{name}_observed", fn.mask(obs_mask), obs=obs, infer=infer)
+    unobserved = sample(f"{name}_unobserved", fn.mask(~obs_mask), *args, infer=infer, **kwargs)
+    value = torch.where(event_mask, observed, unobserved)
+    return deterministic(name, value, event_dim=len(fn.event_shape))
+
+
+def param(
+    name: str,
+    init_tensor: torch.Tensor | Callable[[], torch.Tensor] | float | None = None,
+    constraint: constraints.Constraint = constraints.real,
+    event_dim: int | None = None,
+) -> torch.Tensor:
+    """The constrained value of parameter ``name``, created from ``init_tensor`` on first use."""
+    if not isinstance(name, str):
+        raise TypeError(f"param name must be a str, got {type(name).__name__}")
+    if not _STACK:
+        return _PARAM_STORE.get_param(name, init_tensor, constraint, event_dim)
+    msg = Message(
+        "param",
+        name,
+        _PARAM_STORE.get_param,
+        (name, init_tensor, constraint),
+        {"event_dim": event_dim},
+    )
+    return apply_stack(msg).value
+
+
+def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = False) -> torch.nn.Module:
+    """Register the parameters of ``nn_module`` in the param store as ``name$$$path``.
+
+    The store holds the module's own tensors, so SVI's updates change the module. When the
+    store already holds values under those names (after ``get_param_store().load(...)``)
+    and ``update_module_params`` is True, they are copied into the module first.
+    """
+    if not isinstance(nn_module, torch.nn.Module):
+        raise TypeError(f"module {name!r}: expected a torch.nn.Module, got {type(nn_module).__name__}")
+    store = _PARAM_STORE
+    for path, p in nn_module.named_parameters():
+        full_name = f"{name}$$${path}"
+        stored = store._params.get(full_name)
+        if stored is not p:
+            if stored is not None and update_module_params:
+                if stored.shape != p.shape:
+                    raise ValueError(
+                        f"module {name!r}: stored parameter {full_name!r} has shape "
+                        f"{tuple(stored.shape)}, the module's has {tuple(p.shape)}"
+                    )
+                with torch.no_grad():
+                    p.copy_(stored.to(p.device))
+            store._register_tensor(full_name, p)
+        if _STACK and p.requires_grad:
+            msg = Message("param", full_name, store.get_param, (full_name,), {"event_dim": None})
+            apply_stack(msg)
+    return nn_module
+
+
+def deterministic(name: str, value: torch.Tensor, event_dim: int | None = None) -> torch.Tensor:
+    """Record ``value`` at site ``name`` (no log-density); returns it."""
+    if not _STACK:
+        return value
+    event_dim = value.dim() if event_dim is None else event_dim
+    from .distributions.delta import Delta
+
+    fn = Delta(value, event_dim=event_dim).mask(False)
+    return sample(name, fn, obs=value, infer={"_deterministic": True})
+
+
+def factor(name: str, log_factor: torch.Tensor, *, has_rsample: bool | None = None) -> None:
+    """Add ``log_factor`` to the model's log-density at site ``name``."""
+    log_factor = torch.as_tensor(log_factor)
+    unit = Unit(log_factor, has_rsample=True if has_rsample is None else has_rsample)
+    sample(name, unit, obs=unit.rsample())
+
+
+def barrier(data: torch.Tensor) -> torch.Tensor:
+    """A no-op kept for Pyro compatibility (sequential enumeration barriers)."""
+    return data
+
