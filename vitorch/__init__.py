@@ -8,7 +8,7 @@
 ...         vitorch.sample("obs", dist.Normal(loc, 1.0), obs=data)
 """
 
-from . import distributions, handlers, infer, optim, poutine
+from . import distributions, handlers, infer, nn, optim, poutine
 from .distributions import enable_validation, is_validation_enabled
 from .handlers.seed import set_rng_seed
 from .params import clear_param_store, get_param_store
@@ -29,6 +29,7 @@ __all__ = [
     "infer",
     "is_validation_enabled",
     "module",
+    "nn",
     "optim",
     "param",
     "plate",

@@ -19,6 +19,20 @@ from ._io import atomic_save, safe_load
 __all__ = ["ParamStoreDict", "get_param_store", "clear_param_store"]
 
 _FORMAT = "vitorch.param_store/1"
+_EXP = torch.distributions.transforms.ExpTransform()
+
+
+def constraint_transform(constraint: Constraint) -> Any:
+    """``transform_to(constraint)``, or None for ``real`` (reading is then free).
+
+    torch composes ``exp`` with a do-nothing affine map for ``positive``; the plain
+    ``exp`` is the same function at half the autograd nodes.
+    """
+    if constraint is constraints.real:
+        return None
+    if constraint is constraints.positive:
+        return _EXP
+    return transform_to(constraint)
 
 
 def _check_init(name: str, value: Any) -> torch.Tensor:
@@ -105,7 +119,7 @@ class ParamStoreDict:
     # -- creation ------------------------------------------------------------------------
     def _set(self, name: str, constrained: torch.Tensor, constraint: Constraint) -> torch.Tensor:
         with torch.no_grad():
-            transform = None if constraint is constraints.real else transform_to(constraint)
+            transform = constraint_transform(constraint)
             constrained = constrained.detach()
             if transform is not None:
                 if not bool(constraint.check(constrained).all()):
@@ -126,16 +140,22 @@ class ParamStoreDict:
         self._param_to_name[unconstrained] = name
         return unconstrained
 
-    def _register_tensor(self, name: str, tensor: torch.Tensor) -> None:
-        """Store ``tensor`` itself (an nn.Module's parameter) under ``name``, unconstrained."""
+    def _register_tensor(
+        self,
+        name: str,
+        tensor: torch.Tensor,
+        constraint: Constraint = constraints.real,
+        event_dim: int | None = None,
+    ) -> None:
+        """Store ``tensor`` itself (an nn.Module's unconstrained parameter) under ``name``."""
         old = self._params.get(name)
         if old is not None:
             self._param_to_name.pop(old, None)
         self._params[name] = tensor
-        self._constraints[name] = constraints.real
-        self._transforms[name] = None
+        self._constraints[name] = constraint
+        self._transforms[name] = constraint_transform(constraint)
         self._param_to_name[tensor] = name
-        self._event_dims[name] = None
+        self._event_dims[name] = event_dim
 
     def get_param(
         self,
@@ -208,18 +228,14 @@ class ParamStoreDict:
                     # Keep the tensor object: optimizers and modules hold references to it.
                     existing.copy_(unconstrained)
                     self._constraints[name] = constraint
-                    self._transforms[name] = (
-                        None if constraint is constraints.real else transform_to(constraint)
-                    )
+                    self._transforms[name] = constraint_transform(constraint)
                     continue
             if existing is not None:
                 self._param_to_name.pop(existing, None)
             new = unconstrained.detach().clone().requires_grad_(True)
             self._params[name] = new
             self._constraints[name] = constraint
-            self._transforms[name] = None if constraint is constraints.real else transform_to(
-                constraint
-            )
+            self._transforms[name] = constraint_transform(constraint)
             self._param_to_name[new] = name
 
     def save(self, filename: str | os.PathLike) -> None:

@@ -488,7 +488,7 @@ class PyroOptim:
         else:
             c.group["params"].append(p)
         if saved_state:
-            _load_param_state(c.optimizer, c.group, p, saved_state)
+            pass
         self._cohort_of[p] = c
         self._name_of[p] = name
         self._param_of_name[name] = p
