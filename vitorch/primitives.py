@@ -66,10 +66,9 @@ def sample(
         raise TypeError(f"sample site name must be a str, got {type(name).__name__}")
     if obs_mask is not None:
         return _masked_observe(name, fn, obs, obs_mask, infer, *args, **kwargs)
-    if not hasattr(fn, "log_prob") or not hasattr(fn, "batch_shape"):
-        raise TypeError(
-            f"sample site {name!r}: expected a distribution, got {type(fn).__name__}"
-        )
+    if not hasattr(fn, "log_prob") or not hasattr(fn, "batch_shape") or isinstance(fn, type):
+        got = f"the class {fn.__name__} (not an instance)" if isinstance(fn, type) else type(fn).__name__
+        raise TypeError(f"sample site {name!r}: expected a distribution, got {got}")
     if not _STACK:
         if obs is None:
             return _draw(fn, *args, **kwargs)
@@ -124,6 +123,12 @@ def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = F
     store already holds values under those names (after ``get_param_store().load(...)``)
     and ``update_module_params`` is True, they are copied into the module first.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"module name must be a str, got {type(name).__name__}")
+    if "$$$" in name:
+        # The divider separates module from parameter names in the store; one in the
+        # module name would make saved names ambiguous.
+        raise ValueError(f"module name must not contain '$$$', got {name!r}")
     if not isinstance(nn_module, torch.nn.Module):
         raise TypeError(f"module {name!r}: expected a torch.nn.Module, got {type(nn_module).__name__}")
     store = _PARAM_STORE

@@ -241,43 +241,48 @@ class Messenger:
                     del _STACK[i:]
                     break
 
-    def process_message(self, msg: Message) -> None:
+    def _process_message(self, msg: Message) -> None:
         handler = self._process_table.get(msg.type)
         if handler is not None:
             handler(self, msg)
 
-    def postprocess_message(self, msg: Message) -> None:
+    def _postprocess_message(self, msg: Message) -> None:
         handler = self._postprocess_table.get(msg.type)
         if handler is not None:
             handler(self, msg)
 
-    # Pyro spells these with a leading underscore; custom handlers may override either.
-    def _process_message(self, msg: Message) -> None:
-        self.process_message(msg)
-
-    def _postprocess_message(self, msg: Message) -> None:
-        self.postprocess_message(msg)
+    # Public spellings of the two hooks above, for subclasses that prefer them.
+    process_message = _process_message
+    postprocess_message = _postprocess_message
 
 
 def default_process_message(msg: Message) -> None:
-    """What happens to a message that no handler has finished: call its ``fn``."""
+    """What happens to a message that no handler has finished: draw, or call its ``fn``."""
     if msg.done or msg.value is not None:
         msg.done = True
         return
-    msg.value = msg.fn(*msg.args, **msg.kwargs)
+    fn = msg.fn
+    if msg.type == "sample":
+        # torch's own distributions are not callable; draw the way Pyro's __call__ does.
+        draw = fn.rsample if fn.has_rsample else fn.sample
+        msg.value = draw(*msg.args, **msg.kwargs)
+    else:
+        msg.value = fn(*msg.args, **msg.kwargs)
     msg.done = True
 
 
 def apply_stack(msg: Message) -> Message:
     """Send ``msg`` through the handler stack and return it with its value set."""
     stack = _STACK
-    pointer = 0
-    for pointer, handler in enumerate(reversed(stack), 1):
+    # Innermost first; `first` ends as the index of the outermost handler that saw it.
+    first = len(stack)
+    for handler in reversed(stack):
+        first -= 1
         handler._process_message(msg)
         if msg.stop:
             break
     default_process_message(msg)
-    for handler in stack[len(stack) - pointer :]:
+    for handler in stack[first:]:
         handler._postprocess_message(msg)
     if msg.continuation is not None:
         msg.continuation(msg)

@@ -34,7 +34,9 @@ def _make_params(names_shapes, dtype=torch.float32):
 
 def _loss(params, t):
     # A smooth objective whose gradient changes with the step t.
-    return sum(((p - 0.1 * (i + 1) * math.sin(t + i)) ** 2).sum() * (i + 1) for i, p in enumerate(params))
+    return sum(
+        ((p - 0.1 * (i + 1) * math.sin(t + i)) ** 2).sum() * (i + 1) for i, p in enumerate(params)
+    )
 
 
 def _set_grads(params, t):
@@ -109,7 +111,7 @@ def test_per_param_callable_sets_learning_rates():
     for p, g in zip(params, grads):
         p.grad = g.clone()
     w(params)
-    for (name, lr), p, b, g in zip(lrs.items(), params, before, grads):
+    for lr, p, b, g in zip(lrs.values(), params, before, grads):
         torch.testing.assert_close(p.detach(), b - lr * g, rtol=0, atol=0)
     # A second step does not call the callable again.
     w(params)
@@ -260,7 +262,9 @@ def test_clipped_adam_matches_pyro_bitwise():
         assert torch.equal(p, q)
 
 
-@pytest.mark.parametrize("bad", [{"clip_norm": 0.0}, {"clip_norm": -1.0}, {"lrd": 0.0}, {"lrd": -0.5}])
+@pytest.mark.parametrize(
+    "bad", [{"clip_norm": 0.0}, {"clip_norm": -1.0}, {"lrd": 0.0}, {"lrd": -0.5}]
+)
 def test_clipped_adam_rejects_nonpositive(bad):
     key = next(iter(bad))
     with pytest.raises(ValueError, match=key):
@@ -368,7 +372,9 @@ def test_scheduler_argument_errors():
     with pytest.raises(ValueError, match="'optimizer'"):
         optim.StepLR({"optim_args": {"lr": 0.1}, "step_size": 1})
     with pytest.raises(TypeError, match="gama"):
-        optim.StepLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.1}, "step_size": 1, "gama": 0.1})
+        optim.StepLR(
+            {"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.1}, "step_size": 1, "gama": 0.1}
+        )
     with pytest.raises(TypeError, match="step_size"):
         optim.StepLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.1}})
 
@@ -504,7 +510,9 @@ def test_save_refuses_unsaveable_state(tmp_path):
         def __call__(self, epoch):
             return self.fn(epoch)
 
-    w = optim.LambdaLR({"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.1}, "lr_lambda": Lambda()})
+    w = optim.LambdaLR(
+        {"optimizer": torch.optim.SGD, "optim_args": {"lr": 0.1}, "lr_lambda": Lambda()}
+    )
     (p,) = _make_params([("a", (2,))])
     p.grad = torch.ones(2)
     w([p])
@@ -515,7 +523,10 @@ def test_save_refuses_unsaveable_state(tmp_path):
 
 # -- argument errors -----------------------------------------------------------------------
 def test_argument_errors():
-    with pytest.raises(TypeError, match="Adam expects a dict of optimizer arguments or a callable param_name -> dict, got float"):
+    with pytest.raises(
+        TypeError,
+        match="Adam expects a dict of optimizer arguments or a callable param_name -> dict, got float",
+    ):
         optim.Adam(0.01)
     with pytest.raises(TypeError, match="Adam.*'lrr'"):
         optim.Adam({"lrr": 0.01})

@@ -109,7 +109,9 @@ def _check_finite(cls_name: str, validate_args: bool | None, **tensors: torch.Te
     if not (Distribution._validate_args if validate_args is None else validate_args):
         return
     for name, value in tensors.items():
-        if not bool(torch.isfinite(value).all()):
+        # A finite sum proves every entry finite and is ~10x cheaper than isfinite().all();
+        # only an overflowing (or truly non-finite) sum pays for the exact check.
+        if not bool(torch.isfinite(value.sum())) and not bool(torch.isfinite(value).all()):
             raise ValueError(
                 f"{cls_name}: {name} must be finite, got a tensor of shape "
                 f"{tuple(value.shape)} containing NaN or inf"

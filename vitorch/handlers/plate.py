@@ -186,7 +186,9 @@ class PlateMessenger(Messenger):
         if msg.type != "sample":
             return
         frame = self._frame
-        msg.cond_indep_stack = msg.cond_indep_stack + (frame,)  # type: ignore[operator]
+        # Handlers see the message innermost first; prepending leaves the outermost plate
+        # first and the innermost last, as in Pyro.
+        msg.cond_indep_stack = (frame,) + msg.cond_indep_stack  # type: ignore[operator]
         if self._scale != 1.0:
             msg.scale = self._scale * msg.scale
         dim = frame.dim  # type: ignore[union-attr]

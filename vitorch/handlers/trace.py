@@ -104,7 +104,12 @@ class Trace:
         return [
             name
             for name, site in self.nodes.items()
-            if site.type == "sample" and site.is_observed and not site.infer.get("_deterministic")
+            if site.type == "sample"
+            and site.is_observed
+            and not site.infer.get("_deterministic")
+            # A plate given explicit subsample indices records them as observed; they
+            # are indices, not data.
+            and not _is_subsample(site)
         ]
 
     @property
@@ -207,7 +212,7 @@ class TraceMessenger(Messenger):
         self(*args, **kwargs)
         return self.trace
 
-    def postprocess_message(self, msg: Message) -> None:
+    def _postprocess_message(self, msg: Message) -> None:
         if self.param_only and msg.type != "param":
             return
         nodes = self.trace.nodes
@@ -230,8 +235,7 @@ class TraceMessenger(Messenger):
                     )
         nodes[name] = msg
 
-    # Pyro's handlers override the underscored forms; keep both routes.
-    _postprocess_message = postprocess_message
+    postprocess_message = _postprocess_message
 
 
 def trace(fn: Callable | None = None, graph_type: str | None = None, param_only: bool = False):

@@ -47,12 +47,8 @@ def _scaled_sum(site: Message, log_p: torch.Tensor) -> torch.Tensor:
 
 
 def _counts(site: Message) -> bool:
-    """Sample sites that carry a log-density: not plates' indices, not deterministic."""
-    return (
-        site.type == "sample"
-        and not getattr(site.fn, "_is_subsample", False)
-        and not site.infer.get("_deterministic", False)
-    )
+    """Of sample sites, those that carry a log-density: not plate indices, not deterministic."""
+    return not (getattr(site.fn, "_is_subsample", False) or site.infer.get("_deterministic", False))
 
 
 class ELBO:
@@ -189,7 +185,7 @@ def _nonfinite_error(loss_value: float, traces) -> NonFiniteLossError:
             for name, site in tr.nodes.items():
                 total = site.log_prob_sum
                 if total is not None and not bool(torch.isfinite(total).all()):
-                    bad.setdefault(name, f"{name!r} ({role}, log_prob sum {float(total)})")
+                    bad.setdefault(name, f"{name!r} ({role}, log_prob sum {float(total.detach())})")
     sites = list(bad)
     detail = ", ".join(bad.values()) if bad else "no single site (the sum overflowed)"
     return NonFiniteLossError(
@@ -209,6 +205,26 @@ def _warn_missing(name: str) -> None:
     )
 
 
+def _total(terms: list) -> Any:
+    """Sum scalar tensors with one autograd node rather than one per term."""
+    if not terms:
+        return 0.0
+    if len(terms) == 1:
+        return terms[0]
+    try:
+        return torch.stack(terms).sum()
+    except RuntimeError:  # mixed dtypes or devices: fall back to pairwise adds
+        return sum(terms[1:], terms[0])
+
+
+def _score_surrogate(elbo: Any, nonreparam: list | None) -> Any:
+    """Add ``log q * elbo.detach()`` for non-reparameterized sites, keeping the value."""
+    if not nonreparam or not isinstance(elbo, torch.Tensor):
+        return elbo
+    score = _total(nonreparam) * elbo.detach()
+    return elbo + (score - score.detach())
+
+
 class Trace_ELBO(ELBO):
     """The standard Monte Carlo ELBO (Pyro's ``Trace_ELBO``).
 
@@ -217,31 +233,26 @@ class Trace_ELBO(ELBO):
     """
 
     def _particle(self, model_trace: Trace, guide_trace: Trace):
-        elbo: Any = 0.0
-        score: Any = 0.0
         model_nodes = model_trace.nodes
-        for site in model_nodes.values():
-            if _counts(site):
-                elbo = elbo + _scaled_sum(site, site_log_prob(site))
+        terms = [
+            _scaled_sum(site, site_log_prob(site))
+            for site in model_nodes.values()
+            if site.type == "sample" and _counts(site)
+        ]
         nonreparam = None
         for name, site in guide_trace.nodes.items():
-            if not _counts(site) or site.is_observed:
+            if site.type != "sample" or site.is_observed or not _counts(site):
                 continue
             if name not in model_nodes:
                 _warn_missing(name)
             log_q = _scaled_sum(site, site_log_prob(site))
-            elbo = elbo - log_q
+            terms.append(-log_q)
             if not site.fn.has_rsample:
                 if nonreparam is None:
                     nonreparam = []
                 nonreparam.append(log_q)
-        surrogate = elbo
-        if nonreparam is not None and isinstance(elbo, torch.Tensor):
-            signal = elbo.detach()
-            for log_q in nonreparam:
-                score = score + log_q * signal
-            surrogate = elbo + score - score.detach()  # value unchanged, gradient adds score
-        return elbo, surrogate
+        elbo = _total(terms)
+        return elbo, _score_surrogate(elbo, nonreparam)
 
 
 _KL_AVAILABLE: dict[tuple[type, type], bool] = {}
@@ -271,43 +282,35 @@ class TraceMeanField_ELBO(ELBO):
     """
 
     def _particle(self, model_trace: Trace, guide_trace: Trace):
-        elbo: Any = 0.0
+        terms: list = []
         guide_nodes = guide_trace.nodes
         analytic: set[str] = set()
         for name, site in model_trace.nodes.items():
-            if not _counts(site):
+            if site.type != "sample" or not _counts(site):
                 continue
             guide_site = None if site.is_observed else guide_nodes.get(name)
-            if guide_site is not None:
-                kl = None
-                if guide_site.fn.batch_shape == site.fn.batch_shape:
-                    kl = _analytic_kl(guide_site.fn, site.fn)
+            if guide_site is not None and guide_site.fn.batch_shape == site.fn.batch_shape:
+                kl = _analytic_kl(guide_site.fn, site.fn)
                 if kl is not None:
                     if site.mask is not None:
                         kl = torch.where(torch.as_tensor(site.mask), kl, kl.new_zeros(()))
                     kl_sum = kl.sum() if _is_one(site.scale) else (site.scale * kl).sum()
                     site.log_prob_sum = -kl_sum
-                    elbo = elbo - kl_sum
+                    terms.append(-kl_sum)
                     analytic.add(name)
                     continue
-            elbo = elbo + _scaled_sum(site, site_log_prob(site))
+            terms.append(_scaled_sum(site, site_log_prob(site)))
         nonreparam = None
         for name, site in guide_nodes.items():
-            if not _counts(site) or site.is_observed or name in analytic:
+            if site.type != "sample" or site.is_observed or name in analytic or not _counts(site):
                 continue
             if name not in model_trace.nodes:
                 _warn_missing(name)
             log_q = _scaled_sum(site, site_log_prob(site))
-            elbo = elbo - log_q
+            terms.append(-log_q)
             if not site.fn.has_rsample:
                 if nonreparam is None:
                     nonreparam = []
                 nonreparam.append(log_q)
-        surrogate = elbo
-        if nonreparam is not None and isinstance(elbo, torch.Tensor):
-            signal = elbo.detach()
-            score: Any = 0.0
-            for log_q in nonreparam:
-                score = score + log_q * signal
-            surrogate = elbo + score - score.detach()
-        return elbo, surrogate
+        elbo = _total(terms)
+        return elbo, _score_surrogate(elbo, nonreparam)

@@ -59,13 +59,13 @@ class SVI:
         self._loss_and_grads = loss_and_grads
         self.num_steps = num_steps
 
-    def _compute(self, args, kwargs) -> tuple[float, list[torch.Tensor]]:
+    def _compute(self, args, kwargs) -> tuple[float, dict[str, torch.Tensor]]:
         """Loss value and the unconstrained params it touched, with gradients populated."""
         store_params = _PARAM_STORE._params
         loss = self.loss
         if self._loss_and_grads is None and isinstance(loss, ELBO):
             surrogate, value, names = loss._loss_and_params(self.model, self.guide, args, kwargs)
-            params = [store_params[n] for n in names if n in store_params]
+            params = {n: store_params[n] for n in names if n in store_params}
             if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
                 surrogate.backward(retain_graph=loss.retain_graph)
             return value, params
@@ -77,7 +77,7 @@ class SVI:
                 out = loss(self.model, self.guide, *args, **kwargs)
                 out.backward()
                 value = out
-        params = [store_params[n] for n in tracer.trace.param_nodes if n in store_params]
+        params = {n: store_params[n] for n in tracer.trace.param_nodes if n in store_params}
         return float(value), params
 
     def step(self, *args: Any, **kwargs: Any) -> float:
@@ -89,8 +89,12 @@ class SVI:
             for p in _PARAM_STORE._params.values():
                 p.grad = None
             raise
-        self.optim(params)
-        for p in params:
+        step_named = getattr(self.optim, "step_named", None)
+        if step_named is not None:
+            step_named(params)
+        else:
+            self.optim(list(params.values()))
+        for p in params.values():
             p.grad = None
         return value
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.distributions import constraints, transform_to
 
 from ..params import _PARAM_STORE
+from ..primitives import module as _register_module
 from ..primitives import sample
 from ..runtime import _STACK, Message, apply_stack
 
@@ -129,6 +130,17 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
             if isinstance(child, PyroModule):
                 child._pyro_set_supermodule(f"{name}.{child_name}" if name else child_name, context)
 
+    def add_module(self, name: str, module: nn.Module | None) -> None:
+        """Add a child; a PyroModule child takes the dotted name and the shared call context.
+
+        ``nn.Sequential``, ``nn.ModuleList`` and ``nn.ModuleDict`` add their children this
+        way rather than by attribute assignment, so without this ``PyroModule[nn.Sequential]``
+        would give every layer's sites the same names.
+        """
+        if isinstance(module, PyroModule):
+            module._pyro_set_supermodule(self._pyro_fullname(name), self._pyro_context)
+        super().add_module(name, module)
+
     # -- calls -------------------------------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         with self._pyro_context:
@@ -190,9 +202,24 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
         if pyro_samples is not None and name in pyro_samples:
             return self._pyro_read_sample(name, pyro_samples[name])
         result = super().__getattr__(name)
-        if isinstance(result, nn.Parameter) and not name.endswith("_unconstrained") and _STACK:
-            return self._pyro_read_plain(name, result)
+        if _STACK:
+            if isinstance(result, nn.Parameter) and not name.endswith("_unconstrained"):
+                return self._pyro_read_plain(name, result)
+            if isinstance(result, nn.Module) and not isinstance(result, PyroModule):
+                # A plain torch child (say nn.Linear inside a PyroModule): its parameters
+                # must reach the param store, or SVI would never train them.
+                self._pyro_register_child(name, result)
         return result
+
+    def _pyro_register_child(self, name: str, child: nn.Module) -> None:
+        fullname = self._pyro_fullname(name)
+        context = self._pyro_context
+        key = fullname + "$$$"  # cannot clash with an attribute's dotted name
+        if context.depth and key in context.cache:
+            return
+        _register_module(fullname, child)
+        if context.depth:
+            context.cache[key] = child
 
     def _pyro_read_param(self, name: str, constraint: Any, event_dim: int | None) -> torch.Tensor:
         fullname = self._pyro_fullname(name)

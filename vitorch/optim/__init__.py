@@ -9,9 +9,10 @@ parameters a step produced; ``vitorch.optim.ExponentialLR({...})`` and the other
 from . import lr_scheduler as _lr_scheduler
 from . import optim as _optim
 from .lr_scheduler import *  # noqa: F403
-from .lr_scheduler import PyroLRScheduler
+from .lr_scheduler import PyroLRScheduler as PyroLRScheduler
 from .optim import *  # noqa: F403
-from .optim import ClippedAdam, PyroOptim
+from .optim import ClippedAdam as ClippedAdam
+from .optim import PyroOptim as PyroOptim
 
 __all__ = sorted(set(_optim.__all__) | set(_lr_scheduler.__all__))
 

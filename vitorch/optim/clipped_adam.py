@@ -53,14 +53,18 @@ class ClippedAdam(Optimizer):
         if not isinstance(lr, torch.Tensor) and _check_number("lr", lr) < 0:
             raise ValueError(f"ClippedAdam: argument 'lr' must be >= 0, got {lr}")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"ClippedAdam: argument 'betas' must be a pair of numbers, got {betas!r}")
+            raise TypeError(
+                f"ClippedAdam: argument 'betas' must be a pair of numbers, got {betas!r}"
+            )
         for i, b in enumerate(betas):
             if not 0.0 <= _check_number("betas", b) < 1.0:
                 raise ValueError(f"ClippedAdam: betas[{i}] must be in [0, 1), got {b}")
         if _check_number("eps", eps) < 0:
             raise ValueError(f"ClippedAdam: argument 'eps' must be >= 0, got {eps}")
         if _check_number("weight_decay", weight_decay) < 0:
-            raise ValueError(f"ClippedAdam: argument 'weight_decay' must be >= 0, got {weight_decay}")
+            raise ValueError(
+                f"ClippedAdam: argument 'weight_decay' must be >= 0, got {weight_decay}"
+            )
         if not _check_number("clip_norm", clip_norm) > 0:
             raise ValueError(f"ClippedAdam: argument 'clip_norm' must be > 0, got {clip_norm}")
         if not _check_number("lrd", lrd) > 0:

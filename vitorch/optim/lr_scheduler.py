@@ -80,8 +80,10 @@ class PyroLRScheduler(PyroOptim):
         opt_name = getattr(optimizer_cls, "__name__", "optimizer")
         super().__init__(optimizer_cls, inner_args, clip_args, _name=f"{name}({opt_name})")
         self._sched_name = name
-        if isinstance(inner_args, Mapping) and isinstance(optimizer_cls, type) and issubclass(
-            optimizer_cls, Optimizer
+        if (
+            isinstance(inner_args, Mapping)
+            and isinstance(optimizer_cls, type)
+            and issubclass(optimizer_cls, Optimizer)
         ):
             # A throw-away scheduler reports bad scheduler arguments (a missing
             # total_steps, say) now rather than at the first SVI step.
@@ -122,7 +124,9 @@ def _make_scheduler_wrapper(name: str, scheduler_cls: type) -> type:
         PyroLRScheduler.__init__(self, scheduler_cls, optim_args, clip_args, _name=name)
 
     __init__.__doc__ = doc
-    return type(name, (PyroLRScheduler,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+    return type(
+        name, (PyroLRScheduler,), {"__init__": __init__, "__doc__": doc, "__module__": __name__}
+    )
 
 
 def _first_param(cls: type) -> str | None:

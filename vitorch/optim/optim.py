@@ -52,7 +52,12 @@ def _freeze(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return (type(x).__name__, tuple(_freeze(v) for v in x))
     if isinstance(x, torch.Tensor):
-        return ("tensor", str(x.dtype), tuple(x.shape), tuple(x.detach().cpu().reshape(-1).tolist()))
+        return (
+            "tensor",
+            str(x.dtype),
+            tuple(x.shape),
+            tuple(x.detach().cpu().reshape(-1).tolist()),
+        )
     # Functions and other objects compare by identity; they stay alive in our caches.
     return ("id", id(x))
 
@@ -95,7 +100,9 @@ def _check_plain(x: Any, path: str) -> None:
     if isinstance(x, dict):
         for k, v in x.items():
             if not isinstance(k, (str, int)):
-                raise TypeError(f"cannot save optimizer state: key {k!r} at {path} is not a str or int")
+                raise TypeError(
+                    f"cannot save optimizer state: key {k!r} at {path} is not a str or int"
+                )
             _check_plain(v, f"{path}[{k!r}]")
         return
     if isinstance(x, (list, tuple)):
@@ -156,9 +163,7 @@ def _check_kwargs(owner: str, fn: Callable, kwargs: Mapping, what: str, skip_fir
         if accepted is None:
             continue
         if key not in accepted:
-            raise TypeError(
-                f"{owner} got an unknown {what} {key!r}; it accepts {sorted(accepted)}"
-            )
+            raise TypeError(f"{owner} got an unknown {what} {key!r}; it accepts {sorted(accepted)}")
         default = accepted[key].default
         if isinstance(default, bool):
             if not isinstance(value, bool):
@@ -199,9 +204,11 @@ def _load_param_state(optimizer: Optimizer, group: dict, p: torch.Tensor, saved:
     for key, value in saved.items():
         if isinstance(value, torch.Tensor):
             if key == "step":
-                value = value.to(device=p.device, dtype=torch.float32, copy=True) if (
-                    keep_step_device
-                ) else value.clone()
+                value = (
+                    value.to(device=p.device, dtype=torch.float32, copy=True)
+                    if (keep_step_device)
+                    else value.clone()
+                )
             elif value.is_floating_point() and p.is_floating_point():
                 value = value.to(dtype=p.dtype, device=p.device, copy=True)
             else:
@@ -264,7 +271,9 @@ class PyroOptim:
         *,
         _name: str | None = None,
     ) -> None:
-        name = _name or getattr(optim_constructor, "__name__", None) or _type_name(optim_constructor)
+        name = (
+            _name or getattr(optim_constructor, "__name__", None) or _type_name(optim_constructor)
+        )
         self._name = name
         if not callable(optim_constructor):
             raise TypeError(
@@ -300,11 +309,13 @@ class PyroOptim:
             self._fixed_args = None
         self._fixed_clip = self._check_clip(clip_args) if isinstance(clip_args, Mapping) else None
 
-        # Registry of seen parameters, keyed by the tensor object (hash is its id).
-        self._cohort_of: dict[torch.Tensor, _Cohort] = {}
-        self._name_of: dict[torch.Tensor, str] = {}
+        # Registry of seen parameters. Keyed by id(tensor): Tensor.__hash__ is a Python-level
+        # method, several times slower than id(); _param_of_name holds the tensors, so an id
+        # cannot be reused while it is a key here.
+        self._cohort_of: dict[int, _Cohort] = {}
+        self._name_of: dict[int, str] = {}
         self._param_of_name: dict[str, torch.Tensor] = {}
-        self._clip_of: dict[torch.Tensor, tuple[float | None, float | None]] = {}
+        self._clip_of: dict[int, tuple[float | None, float | None]] = {}
         self._cohorts: list[_Cohort] = []
         self._open: dict[Any, _Cohort] = {}  # cohort key -> the cohort newcomers may join
         self._pending: dict[str, dict[str, Any]] = {}  # state waiting for its parameter
@@ -320,7 +331,7 @@ class PyroOptim:
         cohort_of = self._cohort_of
         work: dict[_Cohort, list[torch.Tensor]] = {}
         for p in params:
-            c = cohort_of.get(p)
+            c = cohort_of.get(id(p))
             if c is None:
                 c = self._register(p, None)
             lst = work.get(c)
@@ -335,7 +346,7 @@ class PyroOptim:
         cohort_of = self._cohort_of
         work: dict[_Cohort, list[torch.Tensor]] = {}
         for name, p in named.items():
-            c = cohort_of.get(p)
+            c = cohort_of.get(id(p))
             if c is None:
                 c = self._register(p, name)
             lst = work.get(c)
@@ -348,7 +359,11 @@ class PyroOptim:
     @property
     def optim_objs(self) -> dict[torch.Tensor, Any]:
         """Parameter -> the torch optimizer (or scheduler) that steps it, as in Pyro."""
-        return {p: (c.scheduler if c.scheduler is not None else c.optimizer) for p, c in self._cohort_of.items()}
+        out = {}
+        for p in self._param_of_name.values():
+            c = self._cohort_of[id(p)]
+            out[p] = c.scheduler if c.scheduler is not None else c.optimizer
+        return out
 
     def get_state(self) -> dict[str, Any]:
         """A snapshot of the optimizer state: ``{param name: per-parameter state dict}``.
@@ -358,8 +373,8 @@ class PyroOptim:
         State loaded for parameters not seen yet is included unchanged.
         """
         out = {name: _copy(s) for name, s in self._pending.items()}
-        for p, name in self._name_of.items():
-            out[name] = self._param_state(p, self._cohort_of[p])
+        for name, p in self._param_of_name.items():
+            out[name] = self._param_state(p, self._cohort_of[id(p)])
         return out
 
     def set_state(self, state: Mapping[str, Any]) -> None:
@@ -374,7 +389,9 @@ class PyroOptim:
         checked = {}
         for name, s in state.items():
             if not isinstance(name, str):
-                raise TypeError(f"{self._name}.set_state: parameter names must be str, got {name!r}")
+                raise TypeError(
+                    f"{self._name}.set_state: parameter names must be str, got {name!r}"
+                )
             self._split_state(name, s)  # validates the layout now rather than later
             checked[name] = s
         for name, s in checked.items():
@@ -424,7 +441,7 @@ class PyroOptim:
         buckets: dict[Any, list[torch.Tensor]] = {}
         clip_of = self._clip_of
         for p in params:
-            spec = clip_of.get(p)
+            spec = clip_of.get(id(p))
             g = p.grad
             if spec is None or g is None:
                 continue
@@ -488,21 +505,21 @@ class PyroOptim:
         else:
             c.group["params"].append(p)
         if saved_state:
-            pass
-        self._cohort_of[p] = c
-        self._name_of[p] = name
+            _load_param_state(c.optimizer, c.group, p, saved_state)
+        self._cohort_of[id(p)] = c
+        self._name_of[id(p)] = name
         self._param_of_name[name] = p
         clip = self._clip_for(name)
         if clip is not None:
-            self._clip_of[p] = clip
+            self._clip_of[id(p)] = clip
         return c
 
     def _forget(self, p: torch.Tensor) -> None:
-        c = self._cohort_of.pop(p)
-        name = self._name_of.pop(p)
+        c = self._cohort_of.pop(id(p))
+        name = self._name_of.pop(id(p))
         if self._param_of_name.get(name) is p:
             del self._param_of_name[name]
-        self._clip_of.pop(p, None)
+        self._clip_of.pop(id(p), None)
         c.optimizer.state.pop(p, None)
         # Identity, not ==: tensor equality is elementwise.
         c.group["params"] = [q for q in c.group["params"] if q is not p]
@@ -511,7 +528,9 @@ class PyroOptim:
             if self._open.get(c.key) is c:
                 del self._open[c.key]
 
-    def _new_cohort(self, p: torch.Tensor, args: Mapping[str, Any], key: Any, restore: Any) -> _Cohort:
+    def _new_cohort(
+        self, p: torch.Tensor, args: Mapping[str, Any], key: Any, restore: Any
+    ) -> _Cohort:
         try:
             optimizer = self.pt_optim_constructor([p], **args)
         except (TypeError, ValueError, RuntimeError) as e:
@@ -554,17 +573,25 @@ class PyroOptim:
                 )
             sched_state = s["scheduler"]
             if not isinstance(sched_state, Mapping):
-                raise TypeError(f"{where}: 'scheduler' must be a dict, got {_type_name(sched_state)}")
+                raise TypeError(
+                    f"{where}: 'scheduler' must be a dict, got {_type_name(sched_state)}"
+                )
             s = s["optimizer"]
         elif "scheduler" in s and "optimizer" in s:
-            raise ValueError(f"{where} was saved from a learning-rate scheduler wrapper, not {self._name}")
+            raise ValueError(
+                f"{where} was saved from a learning-rate scheduler wrapper, not {self._name}"
+            )
         if not isinstance(s, Mapping) or "state" not in s or "param_groups" not in s:
             raise ValueError(
                 f"{where} must have the layout of an optimizer state_dict "
                 f"('state' and 'param_groups'), got {s!r:.200}"
             )
         groups = s["param_groups"]
-        if not isinstance(groups, (list, tuple)) or len(groups) != 1 or not isinstance(groups[0], Mapping):
+        if (
+            not isinstance(groups, (list, tuple))
+            or len(groups) != 1
+            or not isinstance(groups[0], Mapping)
+        ):
             raise ValueError(f"{where} must hold exactly one param group, got {groups!r:.200}")
         hyper = {k: v for k, v in groups[0].items() if k not in ("params", "param_names")}
         per_param = s["state"]
@@ -574,7 +601,9 @@ class PyroOptim:
         pid = ids[0] if isinstance(ids, (list, tuple)) and ids else 0
         saved = per_param.get(pid)
         if saved is not None and not isinstance(saved, Mapping):
-            raise ValueError(f"{where}: per-parameter state must be a dict, got {_type_name(saved)}")
+            raise ValueError(
+                f"{where}: per-parameter state must be a dict, got {_type_name(saved)}"
+            )
         return (hyper, sched_state), (dict(saved) if saved else None)
 
     def _param_state(self, p: torch.Tensor, c: _Cohort) -> dict[str, Any]:
@@ -607,7 +636,9 @@ class PyroOptim:
         if key in self._validated:
             return
         _check_kwargs(self._name, self.pt_optim_constructor, args, "optimizer argument", 1)
-        if isinstance(self.pt_optim_constructor, type) and issubclass(self.pt_optim_constructor, Optimizer):
+        if isinstance(self.pt_optim_constructor, type) and issubclass(
+            self.pt_optim_constructor, Optimizer
+        ):
             # Building a throw-away optimizer surfaces torch's own value checks (lr < 0, ...)
             # at construction rather than at the first step.
             try:
@@ -616,13 +647,17 @@ class PyroOptim:
                 _reraise(self._name, "optimizer arguments", args, e)
         self._validated.add(key)
 
-    def _check_clip(self, clip: Any, name: str | None = None) -> tuple[float | None, float | None] | None:
+    def _check_clip(
+        self, clip: Any, name: str | None = None
+    ) -> tuple[float | None, float | None] | None:
         where = f"{self._name}: clip_args" + (f" for parameter {name!r}" if name else "")
         if not isinstance(clip, Mapping):
             raise TypeError(f"{where} must be a dict, got {_type_name(clip)}")
         for k, v in clip.items():
             if k not in _CLIP_KEYS:
-                raise ValueError(f"{where}: unknown key {k!r}; expected 'clip_norm' and/or 'clip_value'")
+                raise ValueError(
+                    f"{where}: unknown key {k!r}; expected 'clip_norm' and/or 'clip_value'"
+                )
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, Real):

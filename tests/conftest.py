@@ -1,0 +1,39 @@
+"""Shared test fixtures: every test starts from the same global state.
+
+vitorch keeps three pieces of global state (the parameter store, the handler stack and the
+distribution validation flag) plus the RNGs. A test that leaks any of them would make the
+next test depend on execution order, so each test starts clean and a test that leaves a
+handler on the stack fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import vitorch
+from vitorch import runtime
+from vitorch.handlers import plate as _plate_module
+
+
+@pytest.fixture(autouse=True)
+def _fresh_global_state() -> Iterator[None]:
+    vitorch.clear_param_store()
+    vitorch.set_rng_seed(0)
+    vitorch.enable_validation(True)
+    del runtime._STACK[:]
+    _plate_module._DIMS_IN_USE.clear()
+    yield
+    leaked = list(runtime._STACK)
+    leaked_dims = dict(_plate_module._DIMS_IN_USE)
+    # Clean up before failing, so one leaking test does not cascade into the others.
+    del runtime._STACK[:]
+    _plate_module._DIMS_IN_USE.clear()
+    vitorch.clear_param_store()
+    vitorch.enable_validation(True)
+    if leaked or leaked_dims:
+        pytest.fail(
+            f"the test left handlers on the stack ({leaked}) or plate dims in use "
+            f"({leaked_dims})"
+        )

@@ -1,0 +1,44 @@
+"""Automatic guides: build a guide from the model (``AutoNormal(model)``).
+
+- :class:`AutoNormal`, :class:`AutoDelta`: one distribution per latent site.
+- :class:`AutoDiagonalNormal`, :class:`AutoMultivariateNormal`,
+  :class:`AutoLowRankMultivariateNormal`: one Normal over all latent sites, flattened.
+- :class:`AutoGuideList`: several guides over disjoint sites of one model.
+- Initialization strategies (``init_to_median`` ...), also in
+  :mod:`vitorch.infer.autoguide.initialization`.
+"""
+
+from .base import AutoCallable, AutoGuide, AutoGuideList
+from .continuous import (
+    AutoContinuous,
+    AutoDiagonalNormal,
+    AutoLowRankMultivariateNormal,
+    AutoMultivariateNormal,
+)
+from .initialization import (
+    init_to_feasible,
+    init_to_mean,
+    init_to_median,
+    init_to_sample,
+    init_to_uniform,
+    init_to_value,
+)
+from .normal import AutoDelta, AutoNormal
+
+__all__ = [
+    "AutoCallable",
+    "AutoContinuous",
+    "AutoDelta",
+    "AutoDiagonalNormal",
+    "AutoGuide",
+    "AutoGuideList",
+    "AutoLowRankMultivariateNormal",
+    "AutoMultivariateNormal",
+    "AutoNormal",
+    "init_to_feasible",
+    "init_to_mean",
+    "init_to_median",
+    "init_to_sample",
+    "init_to_uniform",
+    "init_to_value",
+]
