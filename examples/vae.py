@@ -211,7 +211,7 @@ def train_vae(
     epochs: int = 100,
     smoke: bool = False,
     out_dir: str | None = None,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     progress: bool = True,
     seed: int = 0,
     batch_size: int = 100,
@@ -236,9 +236,10 @@ def train_vae(
         raise ValueError(f"epochs must be a positive int, got {epochs!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+    device = str(device)  # also accepts a torch.device
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
+    if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but torch sees no CUDA device")
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise ValueError(f"num_threads must be a positive int or None, got {num_threads!r}")
@@ -324,7 +325,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=None, help="directory for the PNG grids")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (0: torch's default)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a run of a few seconds")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -113,7 +115,9 @@ def test_param_redeclared_with_another_shape() -> None:
 
 def test_param_redeclared_with_another_constraint() -> None:
     vitorch.param("s", torch.ones(2), constraint=constraints.positive)
-    with pytest.raises(ValueError, match=r"'s'.*constraint.*positive.*unit_interval|'s'.*created with"):
+    with pytest.raises(
+        ValueError, match=r"'s'.*constraint.*positive.*unit_interval|'s'.*created with"
+    ):
         vitorch.param("s", torch.full((2,), 0.5), constraint=constraints.unit_interval)
     # The same constraint again (a fresh but equal object) is fine.
     vitorch.param("b", torch.tensor(0.5), constraint=constraints.interval(0.0, 1.0))
@@ -244,3 +248,17 @@ def test_elbo_argument_checks() -> None:
 def test_handlers_refuse_non_callables() -> None:
     with pytest.raises(TypeError, match="callable"):
         handlers.trace(3)
+
+
+def test_auxiliary_guide_site_does_not_warn() -> None:
+    def model() -> None:
+        vitorch.sample("z", dist.Normal(0.0, 1.0))
+
+    def guide() -> None:
+        aux = vitorch.sample("aux", dist.Normal(0.0, 1.0), infer={"is_auxiliary": True})
+        vitorch.sample("z", dist.Delta(aux))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trace_ELBO().loss(model, guide)
+        TraceMeanField_ELBO().loss(model, guide)

@@ -156,7 +156,9 @@ def test_svi_updates_a_module() -> None:
     def guide() -> None:
         pass
 
-    svi = vitorch.infer.SVI(model, guide, vitorch.optim.SGD({"lr": 0.01}), vitorch.infer.Trace_ELBO())
+    svi = vitorch.infer.SVI(
+        model, guide, vitorch.optim.SGD({"lr": 0.01}), vitorch.infer.Trace_ELBO()
+    )
     # One SGD step from w=0: d(-log p)/dw = -sum x*(y - w x) = -sum 2 x^2 = -28.
     svi.step()
     assert net.weight.item() == pytest.approx(0.28)
@@ -224,7 +226,9 @@ def test_obs_mask_splits_the_site() -> None:
 
 def test_obs_mask_must_be_bool() -> None:
     with pytest.raises(TypeError, match="obs_mask"):
-        vitorch.sample("x", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0), obs_mask=torch.tensor(1.0))
+        vitorch.sample(
+            "x", dist.Normal(0.0, 1.0), obs=torch.tensor(0.0), obs_mask=torch.tensor(1.0)
+        )
 
 
 def test_barrier_and_plate_alias() -> None:

@@ -9,7 +9,7 @@
 """
 
 from . import distributions, handlers, infer, nn, optim, poutine
-from .distributions import enable_validation, is_validation_enabled
+from .distributions import enable_validation, is_validation_enabled, validation_enabled
 from .handlers.seed import set_rng_seed
 from .params import clear_param_store, get_param_store
 from .primitives import barrier, deterministic, factor, module, param, plate, sample
@@ -36,4 +36,5 @@ __all__ = [
     "poutine",
     "sample",
     "set_rng_seed",
+    "validation_enabled",
 ]

@@ -116,6 +116,28 @@ def param(
     return apply_stack(msg).value
 
 
+_NAMED_PARAMETERS = torch.nn.Module.named_parameters
+
+
+def _named_parameters(
+    m: torch.nn.Module, prefix: str, out: list[tuple[str, torch.Tensor]], seen: set
+) -> list[tuple[str, torch.Tensor]]:
+    """``list(m.named_parameters())``: same names, order and de-duplication, a few times faster.
+
+    ``module`` runs on every call of every model and guide, and torch's generator chain
+    (named_parameters -> _named_members -> named_modules) costs as much as a small layer.
+    """
+    seen.add(m)
+    for key, p in m._parameters.items():
+        if p is not None and p not in seen:
+            seen.add(p)
+            out.append((prefix + key, p))
+    for key, child in m._modules.items():
+        if child is not None and child not in seen:
+            _named_parameters(child, prefix + key + ".", out, seen)
+    return out
+
+
 def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = False) -> torch.nn.Module:
     """Register the parameters of ``nn_module`` in the param store as ``name$$$path``.
 
@@ -132,7 +154,11 @@ def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = F
     if not isinstance(nn_module, torch.nn.Module):
         raise TypeError(f"module {name!r}: expected a torch.nn.Module, got {type(nn_module).__name__}")
     store = _PARAM_STORE
-    for path, p in nn_module.named_parameters():
+    if type(nn_module).named_parameters is _NAMED_PARAMETERS:
+        named = _named_parameters(nn_module, "", [], set())
+    else:
+        named = nn_module.named_parameters()
+    for path, p in named:
         full_name = f"{name}$$${path}"
         stored = store._params.get(full_name)
         if stored is not p:

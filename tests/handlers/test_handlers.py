@@ -210,7 +210,9 @@ class TestCondition:
         assert tr.nodes["z"]["value"].item() == 1.5
         assert tr.stochastic_nodes == []
         assert tr.observation_nodes == ["z", "x"]
-        assert math.isclose(float(tr.log_prob_sum().detach()), exact_log_joint(1.5, 0.5, DATA), rel_tol=1e-6)
+        assert math.isclose(
+            float(tr.log_prob_sum().detach()), exact_log_joint(1.5, 0.5, DATA), rel_tol=1e-6
+        )
 
     def test_context_manager_form(self) -> None:
         with handlers.trace() as tracer, handlers.condition(data={"z": torch.tensor(-2.0)}):
@@ -232,7 +234,9 @@ class TestCondition:
 # -- substitute ------------------------------------------------------------------------
 class TestSubstitute:
     def test_params_and_latents(self) -> None:
-        sub = handlers.substitute(model_basic, data={"w": torch.tensor(2.0), "z": torch.tensor(0.7)})
+        sub = handlers.substitute(
+            model_basic, data={"w": torch.tensor(2.0), "z": torch.tensor(0.7)}
+        )
         tr = handlers.trace(sub).get_trace(DATA)
         assert tr.nodes["w"]["value"].item() == 2.0
         assert tr.nodes["z"]["value"].item() == pytest.approx(0.7)
@@ -383,7 +387,9 @@ class TestScaleMask:
             vitorch.sample("a", dist.Normal(torch.zeros(3), 1.0), obs=DATA)
         tracer.trace.compute_log_prob()
         lp = torch.distributions.Normal(0.0, 1.0).log_prob(DATA)
-        assert torch.allclose(tracer.trace.nodes["a"]["log_prob"], torch.stack([lp[0], 0 * lp[1], 0 * lp[2]]))
+        assert torch.allclose(
+            tracer.trace.nodes["a"]["log_prob"], torch.stack([lp[0], 0 * lp[1], 0 * lp[2]])
+        )
 
     def test_masked_out_nan_does_not_leak(self) -> None:
         # log_prob of -1 under an Exponential is -inf; a mask must hide it entirely.
@@ -506,7 +512,12 @@ class TestPlate:
             site = tr.nodes[f"x_{i}"]
             assert site["value"].shape == ()
             (frame,) = site["cond_indep_stack"]
-            assert (frame.name, frame.dim, frame.counter, frame.vectorized) == ("seq", None, i, False)
+            assert (frame.name, frame.dim, frame.counter, frame.vectorized) == (
+                "seq",
+                None,
+                i,
+                False,
+            )
 
     def test_sequential_plate_subsampled(self) -> None:
         def model() -> list[int]:
@@ -569,5 +580,7 @@ class TestPlate:
 
     def test_constrained_param_under_plate(self) -> None:
         with vitorch.plate("data", 5, subsample_size=2) as idx:
-            s = vitorch.param("s", torch.arange(1.0, 6.0), constraint=constraints.positive, event_dim=0)
+            s = vitorch.param(
+                "s", torch.arange(1.0, 6.0), constraint=constraints.positive, event_dim=0
+            )
         assert torch.allclose(s, torch.arange(1.0, 6.0)[idx])

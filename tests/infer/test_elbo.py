@@ -60,7 +60,7 @@ def _exact_nn_grads(data: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, flo
     u = torch.tensor(math.log(0.4), requires_grad=True)
     loss = -nn_elbo_closed_form(m, u.exp(), data)
     gm, gu = torch.autograd.grad(loss, (m, u))
-    return gm, gu, float(loss)
+    return gm, gu, float(loss.detach())
 
 
 def _mc_grads(elbo, model, guide, names, batches, *args):
@@ -108,25 +108,64 @@ def test_loss_value_matches_the_closed_form(elbo_cls) -> None:
     _assert_close_mc(values[:, None], torch.tensor([exact_loss]), max_rel_se=0.01)
 
 
+# A model where the prior and the guide carry most of the Monte Carlo noise (a weak
+# likelihood), which is what the analytic KL of TraceMeanField_ELBO removes.
+K_WEAK, SIGMA_WEAK, S_WEAK = 10, 4.0, 0.5
+M_WEAK = torch.linspace(-1.0, 1.0, K_WEAK)
+
+
+def _weak_data() -> torch.Tensor:
+    g = torch.Generator().manual_seed(77)
+    return 2.0 * torch.randn(K_WEAK, generator=g)
+
+
+def weak_model(data: torch.Tensor) -> None:
+    with vitorch.plate("items", K_WEAK):
+        z = vitorch.sample("z", dist.Normal(0.0, 1.0))
+        vitorch.sample("x", dist.Normal(z, SIGMA_WEAK), obs=data)
+
+
+def weak_guide(data: torch.Tensor) -> None:
+    m = vitorch.param("m", M_WEAK)
+    s = vitorch.param("s", torch.full((K_WEAK,), S_WEAK), constraint=constraints.positive)
+    with vitorch.plate("items", K_WEAK):
+        vitorch.sample("z", dist.Normal(m, s))
+
+
+def weak_loss_closed_form(data: torch.Tensor) -> float:
+    m, s = M_WEAK, S_WEAK
+    e_pz = -0.5 * math.log(2 * math.pi) - (m**2 + s**2) / 2
+    e_px = -0.5 * math.log(2 * math.pi * SIGMA_WEAK**2) - ((data - m) ** 2 + s**2) / (
+        2 * SIGMA_WEAK**2
+    )
+    h = 0.5 * math.log(2 * math.pi * math.e * s**2)
+    return -float((e_pz + e_px + h).sum())
+
+
 def test_mean_field_agrees_with_trace_elbo_with_lower_variance() -> None:
-    data = _data()
-    _, _, exact_loss = _exact_nn_grads(data)
-    tr = torch.tensor([Trace_ELBO().loss(nn_model, nn_guide, data) for _ in range(400)])
-    mf = torch.tensor([TraceMeanField_ELBO().loss(nn_model, nn_guide, data) for _ in range(400)])
-    _assert_close_mc(tr[:, None], torch.tensor([exact_loss]), max_rel_se=0.01)
-    _assert_close_mc(mf[:, None], torch.tensor([exact_loss]), max_rel_se=0.01)
-    # The analytic KL removes the prior's and the entropy's Monte Carlo noise.
-    assert mf.var() < 0.9 * tr.var()
+    data = _weak_data()
+    exact = weak_loss_closed_form(data)
+    tr = torch.tensor([Trace_ELBO().loss(weak_model, weak_guide, data) for _ in range(400)])
+    mf = torch.tensor(
+        [TraceMeanField_ELBO().loss(weak_model, weak_guide, data) for _ in range(400)]
+    )
+    _assert_close_mc(tr[:, None], torch.tensor([exact]), max_rel_se=0.01)
+    _assert_close_mc(mf[:, None], torch.tensor([exact]), max_rel_se=0.01)
     # Two estimates of the same quantity from independent samples agree.
     diff_se = math.sqrt(float(tr.var() + mf.var()) / 400)
     assert abs(float(tr.mean() - mf.mean())) <= Z * diff_se
+    # The analytic KL removes the prior's and the entropy's Monte Carlo noise.
+    assert mf.var() < 0.5 * tr.var(), (mf.var(), tr.var())
 
 
-def test_mean_field_gradient_has_lower_variance() -> None:
-    data = _data()
-    tr, _ = _mc_grads(Trace_ELBO(), nn_model, nn_guide, ["loc", "scale"], 300, data)
-    mf, _ = _mc_grads(TraceMeanField_ELBO(), nn_model, nn_guide, ["loc", "scale"], 300, data)
-    assert (mf.var(0) < tr.var(0)).all()
+def test_mean_field_gradient_agrees_with_lower_variance() -> None:
+    data = _weak_data()
+    names = ["m", "s"]
+    tr, _ = _mc_grads(Trace_ELBO(), weak_model, weak_guide, names, 400, data)
+    mf, _ = _mc_grads(TraceMeanField_ELBO(), weak_model, weak_guide, names, 400, data)
+    diff_se = ((tr.var(0) + mf.var(0)) / 400).sqrt()
+    assert ((tr.mean(0) - mf.mean(0)).abs() <= Z * diff_se).all()
+    assert (mf.var(0) < 0.5 * tr.var(0)).all()
 
 
 # -- vectorized particles ----------------------------------------------------------------
@@ -349,8 +388,8 @@ def test_score_function_gradient_is_unbiased(elbo_cls) -> None:
 def test_score_function_gradient_sequential_particles(elbo_cls) -> None:
     grad, _, _ = _cat_exact()
     elbo = elbo_cls(num_particles=1)
-    grads, _ = _mc_grads(elbo, cat_model, cat_guide, ["q"], 3000)
-    _assert_close_mc(grads, grad, max_rel_se=0.1)
+    grads, _ = _mc_grads(elbo, cat_model, cat_guide, ["q"], 1000)
+    _assert_close_mc(grads, grad, max_rel_se=0.15)
 
 
 N_LOC, n_LOC = 6, 2
@@ -387,9 +426,13 @@ def _local_exact_grad() -> torch.Tensor:
 @pytest.mark.parametrize("subsample_size", [None, n_LOC])
 def test_score_function_gradient_with_local_latents(elbo_cls, subsample_size) -> None:
     grad = _local_exact_grad()
-    elbo = elbo_cls(num_particles=200, vectorize_particles=True)
-    grads, _ = _mc_grads(elbo, local_model, local_guide, ["q"], 300, subsample_size)
-    _assert_close_mc(grads, grad, max_rel_se=0.05)
+    # With subsampling most of the noise is in which items are drawn: more, smaller calls.
+    calls, particles = (100, 1000) if subsample_size is None else (400, 100)
+    elbo = elbo_cls(num_particles=particles, vectorize_particles=True)
+    grads, _ = _mc_grads(elbo, local_model, local_guide, ["q"], calls, subsample_size)
+    # Subsampling adds the noise of which items are drawn; without the right scaling
+    # the local gradients would be off by the factor size / subsample_size = 3.
+    _assert_close_mc(grads, grad, max_rel_se=0.05 if subsample_size is None else 0.1)
 
 
 def test_score_function_and_pathwise_together() -> None:

@@ -1,5 +1,7 @@
 """Distributions with Pyro's conventions (``vitorch.distributions``, usually ``dist``)."""
 
+import contextlib
+
 from torch.distributions import Distribution
 
 from . import constraints, kl, transforms
@@ -24,6 +26,17 @@ def is_validation_enabled() -> bool:
     return bool(Distribution._validate_args)
 
 
+@contextlib.contextmanager
+def validation_enabled(is_validate: bool = True):
+    """Within the block, distributions validate (or not) their arguments and values."""
+    old = is_validation_enabled()
+    enable_validation(is_validate)
+    try:
+        yield
+    finally:
+        enable_validation(old)
+
+
 __all__ = [
     "AVFMultivariateNormal",
     "Delta",
@@ -43,5 +56,6 @@ __all__ = [
     "sum_rightmost",
     "transform_to",
     "transforms",
+    "validation_enabled",
     *_torch_all,
 ]

@@ -41,7 +41,12 @@ def _is_one(scale: Any) -> bool:
 
 
 def _scaled_sum(site: Message, log_p: torch.Tensor) -> torch.Tensor:
-    total = log_p.sum() if _is_one(site.scale) else (site.scale * log_p).sum()
+    # The per-element terms are kept on the site: the score-function estimator needs
+    # them, and Pyro's traces carry them after an ELBO evaluation too.
+    scaled = log_p if _is_one(site.scale) else site.scale * log_p
+    site.unscaled_log_prob = log_p
+    site.log_prob = scaled
+    total = scaled.sum()
     site.log_prob_sum = total
     return total
 
@@ -196,7 +201,11 @@ def _nonfinite_error(loss_value: float, traces) -> NonFiniteLossError:
     )
 
 
-def _warn_missing(name: str) -> None:
+def _warn_missing(name: str, site: Message) -> None:
+    if site.infer.get("is_auxiliary"):
+        # Auxiliary guide sites (an autoguide's joint latent) have no model counterpart
+        # by design, as in Pyro.
+        return
     warnings.warn(
         f"Found vars in guide but not model: {{{name!r}}}. The guide's sample site "
         f"{name!r} has no counterpart in the model and is ignored by the model.",
@@ -217,12 +226,64 @@ def _total(terms: list) -> Any:
         return sum(terms[1:], terms[0])
 
 
-def _score_surrogate(elbo: Any, nonreparam: list | None) -> Any:
-    """Add ``log q * elbo.detach()`` for non-reparameterized sites, keeping the value."""
+def _sum_to(value: torch.Tensor, frames: tuple, target: tuple) -> torch.Tensor:
+    """Sum ``value`` over every dim except those of vectorized plates it shares with ``target``.
+
+    Dims are kept (size 1) so that the result broadcasts against a log-density of a site
+    in the ``target`` plates.
+    """
+    keep = [f.dim for f in frames if f.dim is not None and f in target]
+    if not keep:
+        return value.sum()
+    dims = [d for d in range(-value.dim(), 0) if d not in keep and value.shape[d] != 1]
+    return value.sum(dims, keepdim=True) if dims else value
+
+
+def _score_surrogate(
+    elbo: Any,
+    nonreparam: list | None,
+    model_trace: Trace,
+    guide_trace: Trace,
+    analytic: dict[str, torch.Tensor] | None = None,
+) -> Any:
+    """Add score-function terms for the non-reparameterized guide sites, keeping the value.
+
+    As in Pyro's ``Trace_ELBO``, each such site adds ``log q(z) * signal``, where the
+    signal is the detached ELBO terms summed down to the site's vectorized plates (each
+    vectorized particle and each item of a plate gets its own signal: terms of other
+    items are independent of this draw, so leaving them out keeps the gradient unbiased
+    and its variance from growing with the plate size or the number of particles).
+    ``log q`` enters unscaled: the plate's ``size / subsample_size`` is already in the
+    signal. The site's own ``-log q`` term is dropped from the gradient (its expectation
+    is zero). ``analytic`` maps the sites whose ``log p - log q`` was replaced by
+    ``-KL`` to that (scaled, per-element) ``-KL``.
+    """
     if not nonreparam or not isinstance(elbo, torch.Tensor):
         return elbo
-    score = _total(nonreparam) * elbo.detach()
-    return elbo + (score - score.detach())
+    terms = []
+    for name, site in model_trace.nodes.items():
+        if site.type != "sample" or not _counts(site):
+            continue
+        value = analytic.get(name) if analytic else None
+        if value is None:
+            value = site.log_prob
+        if value is not None:
+            terms.append((value.detach(), site.cond_indep_stack))
+    for name, site in guide_trace.nodes.items():
+        if site.type != "sample" or site.is_observed or not _counts(site):
+            continue
+        if site.log_prob is not None and not (analytic and name in analytic):
+            terms.append((-site.log_prob.detach(), site.cond_indep_stack))
+    extra: Any = 0.0
+    for site in nonreparam:
+        target = site.cond_indep_stack
+        signal: Any = 0.0
+        for value, frames in terms:
+            signal = signal + _sum_to(value, frames, target)
+        extra = extra + (site.unscaled_log_prob * signal).sum()
+        if not (analytic and site.name in analytic):
+            extra = extra + site.log_prob_sum  # cancels the gradient of its -log q term
+    return elbo + (extra - extra.detach())
 
 
 class Trace_ELBO(ELBO):
@@ -244,15 +305,15 @@ class Trace_ELBO(ELBO):
             if site.type != "sample" or site.is_observed or not _counts(site):
                 continue
             if name not in model_nodes:
-                _warn_missing(name)
+                _warn_missing(name, site)
             log_q = _scaled_sum(site, site_log_prob(site))
             terms.append(-log_q)
             if not site.fn.has_rsample:
                 if nonreparam is None:
                     nonreparam = []
-                nonreparam.append(log_q)
+                nonreparam.append(site)
         elbo = _total(terms)
-        return elbo, _score_surrogate(elbo, nonreparam)
+        return elbo, _score_surrogate(elbo, nonreparam, model_trace, guide_trace)
 
 
 _KL_AVAILABLE: dict[tuple[type, type], bool] = {}
@@ -284,7 +345,8 @@ class TraceMeanField_ELBO(ELBO):
     def _particle(self, model_trace: Trace, guide_trace: Trace):
         terms: list = []
         guide_nodes = guide_trace.nodes
-        analytic: set[str] = set()
+        # name -> scaled -KL per element, for the sites handled analytically.
+        analytic: dict[str, torch.Tensor] = {}
         for name, site in model_trace.nodes.items():
             if site.type != "sample" or not _counts(site):
                 continue
@@ -294,23 +356,34 @@ class TraceMeanField_ELBO(ELBO):
                 if kl is not None:
                     if site.mask is not None:
                         kl = torch.where(torch.as_tensor(site.mask), kl, kl.new_zeros(()))
-                    kl_sum = kl.sum() if _is_one(site.scale) else (site.scale * kl).sum()
+                    if not _is_one(site.scale):
+                        kl = site.scale * kl
+                    kl_sum = kl.sum()
                     site.log_prob_sum = -kl_sum
                     terms.append(-kl_sum)
-                    analytic.add(name)
+                    analytic[name] = -kl
                     continue
             terms.append(_scaled_sum(site, site_log_prob(site)))
         nonreparam = None
         for name, site in guide_nodes.items():
-            if site.type != "sample" or site.is_observed or name in analytic or not _counts(site):
+            if site.type != "sample" or site.is_observed or not _counts(site):
+                continue
+            if name in analytic:
+                if not site.fn.has_rsample:
+                    # The KL is exact for this site, but sites downstream of its draw
+                    # still need a score-function term.
+                    site.unscaled_log_prob = site_log_prob(site)
+                    if nonreparam is None:
+                        nonreparam = []
+                    nonreparam.append(site)
                 continue
             if name not in model_trace.nodes:
-                _warn_missing(name)
+                _warn_missing(name, site)
             log_q = _scaled_sum(site, site_log_prob(site))
             terms.append(-log_q)
             if not site.fn.has_rsample:
                 if nonreparam is None:
                     nonreparam = []
-                nonreparam.append(log_q)
+                nonreparam.append(site)
         elbo = _total(terms)
-        return elbo, _score_surrogate(elbo, nonreparam)
+        return elbo, _score_surrogate(elbo, nonreparam, model_trace, guide_trace, analytic)

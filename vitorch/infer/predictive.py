@@ -10,7 +10,8 @@ otherwise the model runs once per draw.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -230,9 +231,7 @@ class Predictive(torch.nn.Module):
     def _posterior_samples(self, args: tuple, kwargs: dict) -> tuple[dict, Any]:
         if self.guide is None:
             return self.posterior_samples, self.return_sites
-        samples, _ = _predict(
-            self.guide, {}, self.num_samples, None, self.parallel, args, kwargs
-        )
+        samples, _ = _predict(self.guide, {}, self.num_samples, None, self.parallel, args, kwargs)
         # With a guide, every model site is returned unless told otherwise.
         return samples, (self.return_sites or None)
 
@@ -259,7 +258,5 @@ class Predictive(torch.nn.Module):
     def get_vectorized_trace(self, *args: Any, **kwargs: Any) -> Trace:
         """One trace of the model with all draws vectorized by the extra plate."""
         posterior_samples, _ = self._posterior_samples(args, kwargs)
-        _, trace = _predict(
-            self.model, posterior_samples, self.num_samples, (), True, args, kwargs
-        )
+        _, trace = _predict(self.model, posterior_samples, self.num_samples, (), True, args, kwargs)
         return trace

@@ -85,13 +85,17 @@ def _check_positive(owner: str, name: str, value: Any, integer: bool) -> None:
 
 
 class RelativeLossChange(Convergence):
-    """Converged when the mean loss over the last ``window`` steps differs from the mean
-    over the ``window`` steps before by less than ``tol`` relative to the latter:
-    ``|mean(L[t-w:t]) - mean(L[t-2w:t-w])| < tol * |mean(L[t-2w:t-w])|``.
+    """Converged when the mean loss over a window of steps has stopped moving.
 
-    Averaging over a window smooths out the Monte Carlo noise of the ELBO; choose ``tol``
-    above the noise that remains (the loss's standard deviation / sqrt(window), relative to
-    the loss). Cost per step: O(1) (two running sums over a ring buffer).
+    At step ``t`` the relative change of the windowed mean is
+    ``r_t = |mean(L[t-w:t]) - mean(L[t-2w:t-w])| / |mean(L[t-2w:t-w])|`` (``w = window``).
+    The run has converged once ``r_t < tol`` has held at each of the last ``w`` steps.
+
+    Requiring it for a whole window is what keeps Monte Carlo noise from stopping a run that
+    is still improving: a noisy difference of means crosses zero often, but does not stay
+    near zero for ``w`` steps unless the noise itself is below ``tol``. So choose ``tol``
+    above the relative noise of a windowed mean, a few times ``sd(loss) / (sqrt(w) * |loss|)``.
+    Cost per step: O(1) (two running sums over a ring buffer).
     """
 
     def __init__(self, tol: float = 1e-4, window: int = 100) -> None:
@@ -107,6 +111,7 @@ class RelativeLossChange(Convergence):
         self._recent = 0.0  # sum of the last `window` losses
         self._previous = 0.0  # sum of the `window` losses before those
         self._rel = math.inf
+        self._calm = 0  # consecutive steps with r_t < tol
 
     def update(self, step: int, loss: float) -> bool:
         w = self.window
@@ -132,7 +137,11 @@ class RelativeLossChange(Convergence):
         previous = self._previous
         change = abs(self._recent - previous)
         self._rel = change / abs(previous) if previous else (0.0 if change == 0 else math.inf)
-        return change < self.tol * abs(previous) or change == 0
+        if change < self.tol * abs(previous) or change == 0:
+            self._calm += 1
+        else:
+            self._calm = 0
+        return self._calm >= w
 
     @property
     def relative_change(self) -> float:
@@ -146,6 +155,7 @@ class RelativeLossChange(Convergence):
             "recent": self._recent,
             "previous": self._previous,
             "rel": self._rel,
+            "calm": self._calm,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -160,11 +170,12 @@ class RelativeLossChange(Convergence):
         self._recent = float(state["recent"])
         self._previous = float(state["previous"])
         self._rel = float(state["rel"])
+        self._calm = int(state["calm"])
 
     def describe(self) -> str:
         return (
-            f"the mean loss over {self.window} steps changed by {self._rel:.3g} "
-            f"(relative) < tol={self.tol:g}"
+            f"for {self.window} steps the mean loss over {self.window} steps changed by less "
+            f"than tol={self.tol:g} (relative; last {self._rel:.3g})"
         )
 
     def __repr__(self) -> str:
@@ -190,7 +201,7 @@ class ParamChange(Convergence):
 
     def reset(self) -> None:
         self._snapshot: dict[str, torch.Tensor] | None = None
-        self._next = 0
+        self._next = self.every  # checks at steps every, 2 * every, ...
         self._rel = math.inf
 
     @staticmethod
@@ -475,7 +486,8 @@ def run_svi(
         path = ckpt_path if resume is True else os.fspath(resume)
         assert path is not None  # _check_options guarantees it for resume=True
         if os.path.exists(path) or resume is not True:
-            state = load_checkpoint(path)  # raises FileNotFoundError for a missing path
+            # CPU first: restoring moves each tensor to its parameter's device.
+            state = load_checkpoint(path, map_location="cpu")
             _materialize_params(svi, args, kwargs)
             _restore_criteria(criteria, state.get("convergence"))
             losses = list(state["losses"])

@@ -76,7 +76,7 @@ class SVI:
             else:
                 out = loss(self.model, self.guide, *args, **kwargs)
                 out.backward()
-                value = out
+                value = out.detach()
         params = {n: store_params[n] for n in tracer.trace.param_nodes if n in store_params}
         return float(value), params
 

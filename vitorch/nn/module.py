@@ -102,6 +102,13 @@ def _unconstrain(name: str, init_value: Any, constraint: Any) -> nn.Parameter:
         init_value = init_value()
     if not isinstance(init_value, torch.Tensor):
         init_value = torch.as_tensor(init_value, dtype=torch.get_default_dtype())
+    # Outside the support the inverse transform gives NaN (log of a negative ...), which
+    # would only surface later as a NaN loss far from its cause.
+    if not bool(constraint.check(init_value.detach()).all()):
+        raise ValueError(
+            f"PyroParam {name!r}: the initial value is outside the constraint {constraint} "
+            f"(got {init_value.detach()})"
+        )
     with torch.no_grad():
         value = transform_to(constraint).inv(init_value.detach())
     return nn.Parameter(value.clone().contiguous())

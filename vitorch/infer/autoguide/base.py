@@ -16,12 +16,18 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import torch
 from torch.distributions import biject_to
-from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform
+from torch.distributions.transforms import (
+    AffineTransform,
+    ComposeTransform,
+    IndependentTransform,
+    Transform,
+)
 
 from ...handlers.block import BlockMessenger
 from ...handlers.plate import PlateMessenger
@@ -37,18 +43,31 @@ __all__ = ["AutoGuide", "AutoGuideList", "AutoCallable"]
 _SHARED_PLATES: list[dict[str, PlateMessenger]] = []
 
 
-def _is_identity(t: Transform) -> bool:
-    while isinstance(t, IndependentTransform):
-        t = t.base_transform
-    return isinstance(t, ComposeTransform) and not t.parts
+def _parts(t: Transform) -> list[Transform]:
+    """``t`` as a flat list of elementary transforms, without the ones that do nothing.
+
+    torch's ``biject_to(positive)`` is ``exp`` followed by ``+ 0``; flattening and dropping
+    identities saves work at every step, and a plain ``[ExpTransform()]`` matches a
+    ``LogNormal`` prior, so ``TraceMeanField_ELBO`` finds the analytic KL.
+    """
+    if isinstance(t, ComposeTransform):
+        return [p for part in t.parts for p in _parts(part)]
+    if isinstance(t, IndependentTransform):
+        # Site shapes carry the event dims; the log-Jacobian sums below use them.
+        return _parts(t.base_transform)
+    if isinstance(t, AffineTransform) and _is_number(t.loc, 0.0) and _is_number(t.scale, 1.0):
+        return []
+    return [t]
+
+
+def _is_number(x: Any, number: float) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.numel() == 1 and float(x) == number
+    return x == number
 
 
 def _hide_non_latent(msg: Message) -> bool:
-    return (
-        msg.type != "sample"
-        or msg.is_observed
-        or getattr(msg.fn, "_is_subsample", False)
-    )
+    return msg.type != "sample" or msg.is_observed or getattr(msg.fn, "_is_subsample", False)
 
 
 def _repeat_to(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
@@ -98,10 +117,13 @@ class _Latent:
         "name",
         "site",
         "transform",
+        "parts",
+        "_sum_dims",
         "is_identity",
         "event_dim",
         "unconstrained_event_dim",
         "shape",
+        "event_shape",
         "unconstrained_shape",
         "numel",
         "frames",
@@ -131,13 +153,24 @@ class _Latent:
             if frame.full_size != frame.size:
                 unconstrained = _repeat_to(unconstrained, frame.full_size, frame.dim - u_event_dim)
                 shape[frame.dim - event_dim] = frame.full_size
+        parts = _parts(transform)
+        # Each part's log-Jacobian is summed over the event dims of the site that the part
+        # itself leaves as batch dims, so that every term has the site's batch shape.
+        sum_dims = []
+        dims = u_event_dim
+        for part in parts:
+            sum_dims.append(dims - part.domain.event_dim)
+            dims += part.codomain.event_dim - part.domain.event_dim
         self.name = name
         self.site = site
-        self.transform = transform
-        self.is_identity = _is_identity(transform)
+        self.parts = tuple(parts)
+        self._sum_dims = tuple(sum_dims)
+        self.transform = parts[0] if len(parts) == 1 else ComposeTransform(parts)
+        self.is_identity = not parts
         self.event_dim = event_dim
         self.unconstrained_event_dim = u_event_dim
         self.shape = torch.Size(shape)
+        self.event_shape = self.shape[len(shape) - event_dim :]
         self.unconstrained_shape = unconstrained.shape
         self.numel = unconstrained.numel()
         self.frames: tuple[CondIndepStackFrame, ...] = tuple(frames)
@@ -145,19 +178,28 @@ class _Latent:
         self.get = operator.attrgetter(name)
 
     def constrain(self, unconstrained: torch.Tensor) -> torch.Tensor:
-        value = self.transform(unconstrained)
-        # Identity transforms return their input: never hand out a parameter itself.
-        return value.clone() if value is unconstrained else value
-
-    def log_density(self, unconstrained: torch.Tensor, value: torch.Tensor) -> Any:
-        """``-log|det d value / d unconstrained|`` summed over the event dims (0 if identity)."""
+        """The constrained value of ``unconstrained`` (a new tensor, never a parameter)."""
         if self.is_identity:
-            return 0.0
-        ldj = self.transform.log_abs_det_jacobian(unconstrained, value)
-        extra = ldj.dim() - (value.dim() - self.event_dim)
-        if extra > 0:
-            ldj = ldj.sum(tuple(range(-extra, 0)))
-        return -ldj
+            return unconstrained.clone()
+        return self.transform(unconstrained)
+
+    def constrain_with_log_density(self, unconstrained: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(value, ``-log|det d value / d unconstrained|``), the log term of the site's shape.
+
+        The log term is 0.0 for real sites.
+        """
+        if self.is_identity:
+            return unconstrained, 0.0
+        x = unconstrained
+        log_density: Any = 0.0
+        for part, n in zip(self.parts, self._sum_dims):
+            y = part(x)
+            ldj = part.log_abs_det_jacobian(x, y)
+            if n > 0:
+                ldj = ldj.sum(tuple(range(-n, 0)))
+            log_density = log_density - ldj
+            x = y
+        return x, log_density
 
 
 def subsample(
@@ -204,7 +246,9 @@ class AutoGuide(PyroModule):
 
     def __init__(self, model: Callable, *, create_plates: Callable | None = None):
         if not callable(model):
-            raise TypeError(f"{type(self).__name__}: model must be callable, got {type(model).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: model must be callable, got {type(model).__name__}"
+            )
         if create_plates is not None and not callable(create_plates):
             raise TypeError(
                 f"{type(self).__name__}: create_plates must be a callable returning plates, "
@@ -268,7 +312,9 @@ class AutoGuide(PyroModule):
         else:
             plates = {}
             if self.create_plates is not None:
-                plates.update(_user_plates(self.create_plates(*args, **kwargs), type(self).__name__))
+                plates.update(
+                    _user_plates(self.create_plates(*args, **kwargs), type(self).__name__)
+                )
         for name, frame in self._frames.items():
             if name not in plates:
                 plates[name] = _GuidePlate(
@@ -308,8 +354,7 @@ def _user_plates(result: Any, who: str) -> dict[str, PlateMessenger]:
         items = None
     if items is None or not all(isinstance(p, PlateMessenger) for p in items):
         raise TypeError(
-            f"{who}: create_plates must return a vitorch.plate or a list of them, "
-            f"got {result!r}"
+            f"{who}: create_plates must return a vitorch.plate or a list of them, got {result!r}"
         )
     # Copy each into a plate that keeps one subsample per call (see _GuidePlate).
     return {
@@ -386,7 +431,9 @@ class AutoGuideList(AutoGuide):
                 f"parts ({type(part).__name__} has one)"
             )
         if any(part is p for p in self):
-            raise ValueError(f"AutoGuideList.append: this {type(part).__name__} is already in the list")
+            raise ValueError(
+                f"AutoGuideList.append: this {type(part).__name__} is already in the list"
+            )
         setattr(self, str(len(self)), part)
 
     def __len__(self) -> int:

@@ -14,25 +14,25 @@ distribution over the vector (``get_posterior``, ``get_transform``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
 from ...distributions import constraints
 from ...distributions.avf_mvn import AVFMultivariateNormal
-from ...distributions.delta import Delta
 from ...distributions.omt_mvn import OMTMultivariateNormal
 from ...distributions.torch import (
     LowRankMultivariateNormal,
-    MultivariateNormal,
     Normal,
     TransformedDistribution,
 )
 from ...distributions.transforms import AffineTransform, LowerCholeskyAffine
 from ...nn.module import PyroParam
 from ...primitives import sample
+from . import dists
 from .base import AutoGuide, _Latent, check_init_scale, enter_plates, subsample
 from .initialization import init_to_median
 from .normal import _quantile_levels
@@ -70,6 +70,7 @@ class AutoContinuous(AutoGuide):
     def _setup_params(self) -> None:
         init_loc = self._init_loc()
         self.latent_dim = init_loc.numel()
+        self._sizes = [site.numel for site in self._latents.values()]  # type: ignore[union-attr]
         self._setup_posterior(init_loc)
 
     def _setup_posterior(self, init_loc: torch.Tensor) -> None:
@@ -106,26 +107,21 @@ class AutoContinuous(AutoGuide):
         placed left of the site's plate dims, where the plates that made them expect them.
         """
         batch_shape = latent.shape[:-1]
-        pos = 0
-        for latent_site in self._latents.values():  # type: ignore[union-attr]
-            n = latent_site.numel
-            piece = latent[..., pos : pos + n]
-            shape = latent_site.unconstrained_shape
+        for site, piece in zip(self._latents.values(), latent.split(self._sizes, -1)):  # type: ignore[union-attr]
+            shape = site.unconstrained_shape
             if batch_shape:
                 shape = torch.broadcast_shapes(
-                    shape, batch_shape + (1,) * latent_site.unconstrained_event_dim
+                    shape, batch_shape + (1,) * site.unconstrained_event_dim
                 )
-            yield latent_site, piece.reshape(shape)
-            pos += n
+            yield site, piece.reshape(shape)
 
     def _sample(self, plates: dict, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
         latent = self.sample_latent(*args, **kwargs)
         result = {}
         for site, unconstrained in self._unpack_latent(latent):
-            value = site.transform(unconstrained)
-            log_density = site.log_density(unconstrained, value)
+            value, log_density = site.constrain_with_log_density(unconstrained)
             if not site.frames:
-                fn = Delta(value, log_density, event_dim=site.event_dim)
+                fn = dists.delta(value, log_density, site.event_dim)
                 result[site.name] = sample(site.name, fn)
                 continue
             with ExitStack() as stack:
@@ -133,7 +129,7 @@ class AutoContinuous(AutoGuide):
                 value = subsample(value, site.frames, entered, indices, site.event_dim)
                 if isinstance(log_density, torch.Tensor):
                     log_density = subsample(log_density, site.frames, entered, indices, 0)
-                fn = Delta(value, log_density, event_dim=site.event_dim)
+                fn = dists.delta(value, log_density, site.event_dim)
                 result[site.name] = sample(site.name, fn)
         return result
 
@@ -171,7 +167,9 @@ class AutoDiagonalNormal(AutoContinuous):
 
     scale_constraint = constraints.softplus_positive
 
-    def __init__(self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1):
+    def __init__(
+        self, model: Callable, init_loc_fn: Callable = init_to_median, init_scale: float = 0.1
+    ):
         init_scale = check_init_scale(init_scale, type(self).__name__)
         super().__init__(model, init_loc_fn=init_loc_fn)
         self._init_scale = init_scale
@@ -186,7 +184,7 @@ class AutoDiagonalNormal(AutoContinuous):
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> Any:
         """``Normal(loc, scale).to_event(1)``."""
-        return Normal(self.loc, self.scale, validate_args=False).to_event(1)
+        return dists.normal(self.loc, self.scale).to_event(1)
 
 
 _ESTIMATORS = ("reparam", "omt", "avf")
@@ -225,7 +223,9 @@ class AutoMultivariateNormal(AutoContinuous):
                 f"AutoMultivariateNormal: estimator must be one of {_ESTIMATORS}, got {estimator!r}"
             )
         if isinstance(avf_rank, bool) or not isinstance(avf_rank, int) or avf_rank < 1:
-            raise ValueError(f"AutoMultivariateNormal: avf_rank must be a positive int, got {avf_rank!r}")
+            raise ValueError(
+                f"AutoMultivariateNormal: avf_rank must be a positive int, got {avf_rank!r}"
+            )
         super().__init__(model, init_loc_fn=init_loc_fn)
         self._init_scale = init_scale
         self.estimator = estimator
@@ -252,8 +252,10 @@ class AutoMultivariateNormal(AutoContinuous):
         if self.estimator == "omt":
             return OMTMultivariateNormal(self.loc, scale_tril, validate_args=False)
         if self.estimator == "avf":
-            return AVFMultivariateNormal(self.loc, scale_tril, self.control_var, validate_args=False)
-        return MultivariateNormal(self.loc, scale_tril=scale_tril, validate_args=False)
+            return AVFMultivariateNormal(
+                self.loc, scale_tril, self.control_var, validate_args=False
+            )
+        return dists.multivariate_normal(self.loc, scale_tril)
 
 
 class AutoLowRankMultivariateNormal(AutoContinuous):
@@ -277,7 +279,9 @@ class AutoLowRankMultivariateNormal(AutoContinuous):
     ):
         init_scale = check_init_scale(init_scale, type(self).__name__)
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-            raise ValueError(f"AutoLowRankMultivariateNormal: rank must be a positive int or None, got {rank!r}")
+            raise ValueError(
+                f"AutoLowRankMultivariateNormal: rank must be a positive int or None, got {rank!r}"
+            )
         super().__init__(model, init_loc_fn=init_loc_fn)
         self._init_scale = init_scale
         self.rank = rank

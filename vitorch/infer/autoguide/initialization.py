@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch.distributions import Independent, transform_to
@@ -101,8 +102,7 @@ def _check_fallback(fallback: Any) -> None:
 
 def _no_strategy(site: Any) -> ValueError:
     return ValueError(
-        f"no initial value for sample site {site['name']!r}: its strategy failed and "
-        f"fallback=None"
+        f"no initial value for sample site {site['name']!r}: its strategy failed and fallback=None"
     )
 
 
@@ -136,7 +136,9 @@ def init_to_median(
     """
     if site is None:
         if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-            raise ValueError(f"init_to_median: num_samples must be a positive int, got {num_samples!r}")
+            raise ValueError(
+                f"init_to_median: num_samples must be a positive int, got {num_samples!r}"
+            )
         _check_fallback(fallback)
         return functools.partial(init_to_median, num_samples=num_samples, fallback=fallback)
     fn = site["fn"]
@@ -171,8 +173,10 @@ def init_to_mean(site: Any = None, *, fallback: InitFn | None = init_to_median) 
 def init_to_uniform(site: Any = None, radius: float = 2.0) -> Any:
     """Uniform in ``(-radius, radius)`` in unconstrained space, mapped to the support."""
     if site is None:
-        if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (
-            0 < radius < math.inf
+        if (
+            isinstance(radius, bool)
+            or not isinstance(radius, (int, float))
+            or not (0 < radius < math.inf)
         ):
             raise ValueError(f"init_to_uniform: radius must be a positive number, got {radius!r}")
         return functools.partial(init_to_uniform, radius=float(radius))

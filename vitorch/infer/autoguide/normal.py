@@ -6,16 +6,18 @@ and its own sample statement in the guide, inside the site's plates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from ...distributions import constraints
 from ...distributions.delta import Delta
-from ...distributions.torch import Normal, TransformedDistribution
+from ...distributions.torch import Normal
 from ...nn.module import PyroModule, PyroParam
 from ...primitives import sample
+from . import dists
 from .base import AutoGuide, _Latent, check_init_scale, deep_setattr, enter_plates, subsample
 from .initialization import init_to_feasible, init_to_median
 
@@ -88,7 +90,9 @@ class AutoNormal(AutoGuide):
             deep_setattr(
                 self.scales,
                 name,
-                PyroParam(torch.full_like(init, self._init_scale), self.scale_constraint, event_dim),
+                PyroParam(
+                    torch.full_like(init, self._init_scale), self.scale_constraint, event_dim
+                ),
             )
 
     def _get_loc_and_scale(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,12 +101,13 @@ class AutoNormal(AutoGuide):
         return latent.get(self.locs), latent.get(self.scales)
 
     def _site_dist(self, latent: _Latent, loc: torch.Tensor, scale: torch.Tensor) -> Any:
-        fn = Normal(loc, scale, validate_args=False).to_event(latent.unconstrained_event_dim)
+        fn = dists.normal(loc, scale).to_event(latent.unconstrained_event_dim)
         if latent.is_identity:
             return fn
-        # A cached transform: log_prob of the value just drawn reuses the draw's
+        # Cached transforms: log_prob of the value just drawn reuses the draw's
         # unconstrained value instead of inverting the transform.
-        return TransformedDistribution(fn, latent.transform.with_cache(1), validate_args=False)
+        transforms = [t.with_cache(1) for t in latent.parts]
+        return dists.Pushforward(fn, transforms, fn.batch_shape, latent.event_shape)
 
     def _sample(self, plates: dict, args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
         result = {}
@@ -189,6 +194,7 @@ class AutoDelta(AutoGuide):
 
     def quantiles(self, quantiles: Any, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Every quantile of a point mass is the point: the value repeated per level."""
+        self._require_setup(args, kwargs, "quantiles")
         medians = self.median(*args, **kwargs)
         result = {}
         for name, value in medians.items():
