@@ -469,6 +469,30 @@ def test_parameters_and_state_dict_round_trip() -> None:
         assert torch.allclose(fresh.median()[name], value)
 
 
+@pytest.mark.parametrize(
+    "guide_class", [AutoDiagonalNormal, AutoMultivariateNormal, AutoLowRankMultivariateNormal]
+)
+def test_posterior_is_the_base_distribution_pushed_through_the_transform(guide_class) -> None:
+    guide = guide_class(constrained, init_scale=0.3)
+    guide()
+    posterior = guide.get_posterior()
+    pushed = dist.TransformedDistribution(guide.get_base_dist(), guide.get_transform())
+    z = posterior.sample((5,))
+    assert torch.allclose(pushed.log_prob(z), posterior.log_prob(z), atol=1e-4)
+    assert guide.get_base_dist().event_shape == (guide.latent_dim,) == (7,)
+
+
+@pytest.mark.parametrize("guide_class", [AutoNormal, AutoDelta, AutoMultivariateNormal])
+def test_a_fitted_guide_survives_torch_save_and_load(guide_class, tmp_path) -> None:
+    guide = guide_class(constrained)
+    guide()
+    torch.save(guide, tmp_path / "guide.pt")
+    loaded = torch.load(tmp_path / "guide.pt", weights_only=False)
+    for name, value in guide.median().items():
+        assert torch.equal(loaded.median()[name], value)
+    assert set(loaded()) == set(SUPPORTS)
+
+
 # -- errors ------------------------------------------------------------------------------------
 def discrete_model() -> None:
     vitorch.sample("x", dist.Normal(0.0, 1.0))
@@ -548,6 +572,14 @@ def test_sequential_plate_is_named() -> None:
 
     with pytest.raises(ValueError, match=r"'z0'.*sequential plate 'p'"):
         AutoNormal(model)()
+
+
+def test_delta_site_named_like_a_guide_attribute() -> None:
+    def model():
+        vitorch.sample("median", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="site 'median'.*rename"):
+        AutoDelta(model)()
 
 
 def test_no_latent_sites() -> None:

@@ -154,8 +154,11 @@ class PlateMessenger(Messenger):
             # Re-entered by __iter__ for one item of a sequential plate.
             super().__enter__()
             return self._indices  # type: ignore[return-value]
-        indices = self._draw_indices()
-        self._indices = indices
+        # One draw per plate object, as in Pyro: entering the same plate again (two
+        # blocks over the same items) reuses its subsample rather than drawing a second.
+        indices = self._indices
+        if indices is None:
+            indices = self._indices = self._draw_indices()
         self.dim = self._allocate_dim()
         _DIMS_IN_USE[self.dim] = self.name
         self._frame = CondIndepStackFrame(self.name, self.dim, len(indices), 0, self.size)
@@ -172,8 +175,9 @@ class PlateMessenger(Messenger):
         self._frame = None
 
     def __iter__(self) -> Iterator[int]:
-        indices = self._draw_indices()
-        self._indices = indices
+        indices = self._indices
+        if indices is None:
+            indices = self._indices = self._draw_indices()
         try:
             for i in indices.tolist():
                 self._frame = CondIndepStackFrame(self.name, None, 1, i, self.size)

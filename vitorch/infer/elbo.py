@@ -17,7 +17,7 @@ import warnings
 from typing import Any, Callable
 
 import torch
-from torch.distributions.kl import kl_divergence
+from torch.distributions.kl import _dispatch_kl, kl_divergence
 
 from ..handlers.block import BlockMessenger
 from ..handlers.plate import PlateMessenger
@@ -316,20 +316,23 @@ class Trace_ELBO(ELBO):
         return elbo, _score_surrogate(elbo, nonreparam, model_trace, guide_trace)
 
 
-_KL_AVAILABLE: dict[tuple[type, type], bool] = {}
+_KL_REGISTERED: dict[tuple[type, type], bool] = {}
 
 
 def _analytic_kl(guide_fn: Any, model_fn: Any) -> torch.Tensor | None:
+    """``KL(guide_fn || model_fn)``, or None when torch has no closed form for the pair."""
     key = (type(guide_fn), type(model_fn))
-    if _KL_AVAILABLE.get(key) is False:
+    registered = _KL_REGISTERED.get(key)
+    if registered is None:
+        registered = _KL_REGISTERED[key] = _dispatch_kl(*key) is not NotImplemented
+    if not registered:
         return None
     try:
-        kl = kl_divergence(guide_fn, model_fn)
+        return kl_divergence(guide_fn, model_fn)
     except NotImplementedError:
-        _KL_AVAILABLE[key] = False
+        # A rule exists for the types but not for these instances (e.g. two transformed
+        # distributions with different transforms): Monte Carlo for this site only.
         return None
-    _KL_AVAILABLE[key] = True
-    return kl
 
 
 class TraceMeanField_ELBO(ELBO):

@@ -14,9 +14,8 @@ the same indices.
 
 from __future__ import annotations
 
-import functools
 import operator
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -78,10 +77,6 @@ def _repeat_to(x: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     reps = [1] * x.dim()
     reps[dim] = -(-size // n)
     return x.repeat(reps).narrow(dim, 0, size)
-
-
-def _product(shape: Iterable[int]) -> int:
-    return functools.reduce(operator.mul, shape, 1)
 
 
 def check_init_scale(init_scale: Any, who: str) -> float:
@@ -219,17 +214,6 @@ def subsample(
     return x
 
 
-class _GuidePlate(PlateMessenger):
-    # vitorch's plate draws its subsample at every entry, and a trace holds one subsample
-    # site per plate. A guide enters one plate once per site, so draw on the first entry.
-    _drawn: torch.Tensor | None = None
-
-    def _draw_indices(self) -> torch.Tensor:
-        if self._drawn is None:
-            self._drawn = super()._draw_indices()
-        return self._drawn
-
-
 class AutoGuide(PyroModule):
     """Base class of the automatic guides. Call it with the model's arguments.
 
@@ -317,7 +301,7 @@ class AutoGuide(PyroModule):
                 )
         for name, frame in self._frames.items():
             if name not in plates:
-                plates[name] = _GuidePlate(
+                plates[name] = PlateMessenger(
                     name, frame.full_size, subsample_size=frame.size, dim=frame.dim
                 )
         return plates
@@ -356,18 +340,7 @@ def _user_plates(result: Any, who: str) -> dict[str, PlateMessenger]:
         raise TypeError(
             f"{who}: create_plates must return a vitorch.plate or a list of them, got {result!r}"
         )
-    # Copy each into a plate that keeps one subsample per call (see _GuidePlate).
-    return {
-        p.name: _GuidePlate(
-            p.name,
-            p.size,
-            subsample_size=p.subsample_size,
-            subsample=p.subsample,
-            dim=p.dim,
-            device=p.device,
-        )
-        for p in items
-    }
+    return {p.name: p for p in items}
 
 
 class AutoCallable(AutoGuide):

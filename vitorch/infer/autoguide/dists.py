@@ -7,7 +7,8 @@ its transforms and walks their domains at every construction; these builders ski
 work and give the same distributions (the same classes, so ``kl_divergence`` and
 ``isinstance`` see what they expect).
 
-The Normals also score their own draw cheaply. A draw is ``z = loc + L @ eps`` with ``eps``
+The Normals and the Delta also score their own draw cheaply (the Delta: its
+``log_density``, with no comparison). A draw is ``z = loc + L @ eps`` with ``eps``
 standard normal, so ``log q(z) = -|eps|^2 / 2 - log|det L| - d log(2 pi) / 2`` exactly, for
 every value of the parameters: the value and the gradient (the pathwise gradient through
 ``z`` included) of that expression are those of the general formula, without its solve
@@ -90,13 +91,27 @@ def multivariate_normal(loc: torch.Tensor, scale_tril: torch.Tensor) -> Multivar
     return fn
 
 
+class _SelfScoringDelta(Delta):
+    """A Delta whose log-density at its own point is ``log_density``, without comparing."""
+
+    def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
+        if not sample_shape:
+            return self.v
+        return super().rsample(sample_shape)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        if value is self.v:
+            return self.log_density
+        return super().log_prob(value)
+
+
 def delta(value: torch.Tensor, log_density: Any, event_dim: int) -> Delta:
     """``Delta(value, log_density, event_dim)``; ``log_density`` is 0.0 or a tensor of the
     batch shape (``value``'s shape less its rightmost ``event_dim`` dims)."""
     batch_shape = value.shape[: value.dim() - event_dim]
     if not isinstance(log_density, torch.Tensor):
         log_density = value.new_zeros(()).expand(batch_shape)
-    fn = Delta.__new__(Delta)
+    fn = _SelfScoringDelta.__new__(_SelfScoringDelta)
     fn.v = value
     fn.log_density = log_density
     event_shape = value.shape[value.dim() - event_dim :]

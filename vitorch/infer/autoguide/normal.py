@@ -170,6 +170,13 @@ class AutoDelta(AutoGuide):
 
     def _setup_params(self) -> None:
         for name, latent in self._latents.items():  # type: ignore[union-attr]
+            head = name.split(".")[0]
+            if hasattr(type(self), head) or head in self.__dict__:
+                raise ValueError(
+                    f"AutoDelta keeps the value of site {name!r} as the attribute "
+                    f"guide.{name}, but {head!r} is already an attribute of AutoDelta; "
+                    f"rename the site"
+                )
             value = latent.constrain(latent.init)
             deep_setattr(self, name, PyroParam(value, latent.site.fn.support, latent.event_dim))
 
