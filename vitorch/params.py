@@ -8,7 +8,8 @@ the unconstrained one. The transform is looked up once per name, not once per re
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch.distributions import constraints, transform_to
@@ -168,9 +169,7 @@ class ParamStoreDict:
         unconstrained = self._params.get(name)
         if unconstrained is None:
             if init_tensor is None:
-                raise KeyError(
-                    f"param {name!r} does not exist yet and no initial value was given"
-                )
+                raise KeyError(f"param {name!r} does not exist yet and no initial value was given")
             if not isinstance(constraint, Constraint):
                 raise TypeError(
                     f"param {name!r}: constraint must be a "
@@ -279,7 +278,11 @@ def _constraint_to_spec(c: Constraint, name: str) -> Any:
         if type(c) is cls:
             return [key] + [float(getattr(c, f)) for f in fields]
     if isinstance(c, constraints.independent):
-        return ["independent", _constraint_to_spec(c.base_constraint, name), c.reinterpreted_batch_ndims]
+        return [
+            "independent",
+            _constraint_to_spec(c.base_constraint, name),
+            c.reinterpreted_batch_ndims,
+        ]
     raise ValueError(
         f"param {name!r}: cannot save constraint {c!r}; supported are the named constraints "
         f"of vitorch.distributions.constraints, interval-type constraints and independent(...)"

@@ -7,7 +7,8 @@ that calling a model as a plain function costs no more than the tensor work it d
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.distributions import constraints
@@ -67,14 +68,20 @@ def sample(
     if obs_mask is not None:
         return _masked_observe(name, fn, obs, obs_mask, infer, *args, **kwargs)
     if not hasattr(fn, "log_prob") or not hasattr(fn, "batch_shape") or isinstance(fn, type):
-        got = f"the class {fn.__name__} (not an instance)" if isinstance(fn, type) else type(fn).__name__
+        got = (
+            f"the class {fn.__name__} (not an instance)"
+            if isinstance(fn, type)
+            else type(fn).__name__
+        )
         raise TypeError(f"sample site {name!r}: expected a distribution, got {got}")
     if not _STACK:
         if obs is None:
             return _draw(fn, *args, **kwargs)
         _check_obs_shape(name, fn, obs)
         return obs
-    msg = Message("sample", name, fn, args, kwargs, value=obs, is_observed=obs is not None, infer=infer)
+    msg = Message(
+        "sample", name, fn, args, kwargs, value=obs, is_observed=obs is not None, infer=infer
+    )
     apply_stack(msg)
     if msg.is_observed:
         _check_obs_shape(name, msg.fn, msg.value)
@@ -85,7 +92,9 @@ def _masked_observe(name, fn, obs, obs_mask, infer, *args, **kwargs):
     # Split the site into an observed part and a latent part, as Pyro does, so that
     # missing entries are imputed by inference while the rest are conditioned on.
     if obs_mask.dtype != torch.bool:
-        raise TypeError(f"sample site {name!r}: obs_mask must be a bool tensor, got {obs_mask.dtype}")
+        raise TypeError(
+            f"sample site {name!r}: obs_mask must be a bool tensor, got {obs_mask.dtype}"
+        )
     if obs is None:
         raise ValueError(f"sample site {name!r}: obs_mask given without obs")
     event_mask = obs_mask.reshape(obs_mask.shape + (1,) * len(fn.event_shape))
@@ -138,7 +147,9 @@ def _named_parameters(
     return out
 
 
-def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = False) -> torch.nn.Module:
+def module(
+    name: str, nn_module: torch.nn.Module, update_module_params: bool = False
+) -> torch.nn.Module:
     """Register the parameters of ``nn_module`` in the param store as ``name$$$path``.
 
     The store holds the module's own tensors, so SVI's updates change the module. When the
@@ -152,7 +163,9 @@ def module(name: str, nn_module: torch.nn.Module, update_module_params: bool = F
         # module name would make saved names ambiguous.
         raise ValueError(f"module name must not contain '$$$', got {name!r}")
     if not isinstance(nn_module, torch.nn.Module):
-        raise TypeError(f"module {name!r}: expected a torch.nn.Module, got {type(nn_module).__name__}")
+        raise TypeError(
+            f"module {name!r}: expected a torch.nn.Module, got {type(nn_module).__name__}"
+        )
     store = _PARAM_STORE
     if type(nn_module).named_parameters is _NAMED_PARAMETERS:
         named = _named_parameters(nn_module, "", [], set())
@@ -198,4 +211,3 @@ def factor(name: str, log_factor: torch.Tensor, *, has_rsample: bool | None = No
 def barrier(data: torch.Tensor) -> torch.Tensor:
     """A no-op kept for Pyro compatibility (sequential enumeration barriers)."""
     return data
-

@@ -12,7 +12,8 @@ records it, because only then is the value final.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = [
     "Message",

@@ -10,7 +10,49 @@ import torch.distributions as _td
 
 from .distribution import TorchDistributionMixin
 
-__all__ = ["Bernoulli", "Beta", "Binomial", "Categorical", "Cauchy", "Chi2", "ContinuousBernoulli", "Dirichlet", "Exponential", "FisherSnedecor", "Gamma", "Geometric", "Gumbel", "HalfCauchy", "HalfNormal", "Independent", "InverseGamma", "Kumaraswamy", "LKJCholesky", "Laplace", "LogNormal", "LogisticNormal", "LowRankMultivariateNormal", "MixtureSameFamily", "Multinomial", "MultivariateNormal", "NegativeBinomial", "Normal", "OneHotCategorical", "OneHotCategoricalStraightThrough", "Pareto", "Poisson", "RelaxedBernoulli", "RelaxedOneHotCategorical", "StudentT", "TransformedDistribution", "Uniform", "VonMises", "Weibull", "Wishart", "GeneralizedPareto"]
+__all__ = [
+    "Bernoulli",
+    "Beta",
+    "Binomial",
+    "Categorical",
+    "Cauchy",
+    "Chi2",
+    "ContinuousBernoulli",
+    "Dirichlet",
+    "Exponential",
+    "FisherSnedecor",
+    "Gamma",
+    "Geometric",
+    "Gumbel",
+    "HalfCauchy",
+    "HalfNormal",
+    "Independent",
+    "InverseGamma",
+    "Kumaraswamy",
+    "LKJCholesky",
+    "Laplace",
+    "LogNormal",
+    "LogisticNormal",
+    "LowRankMultivariateNormal",
+    "MixtureSameFamily",
+    "Multinomial",
+    "MultivariateNormal",
+    "NegativeBinomial",
+    "Normal",
+    "OneHotCategorical",
+    "OneHotCategoricalStraightThrough",
+    "Pareto",
+    "Poisson",
+    "RelaxedBernoulli",
+    "RelaxedOneHotCategorical",
+    "StudentT",
+    "TransformedDistribution",
+    "Uniform",
+    "VonMises",
+    "Weibull",
+    "Wishart",
+    "GeneralizedPareto",
+]
 
 
 class Bernoulli(_td.Bernoulli, TorchDistributionMixin):
@@ -129,7 +171,9 @@ class OneHotCategorical(_td.OneHotCategorical, TorchDistributionMixin):
     __doc__ = _td.OneHotCategorical.__doc__
 
 
-class OneHotCategoricalStraightThrough(_td.OneHotCategoricalStraightThrough, TorchDistributionMixin):
+class OneHotCategoricalStraightThrough(
+    _td.OneHotCategoricalStraightThrough, TorchDistributionMixin
+):
     __doc__ = _td.OneHotCategoricalStraightThrough.__doc__
 
 
@@ -175,4 +219,3 @@ class Wishart(_td.Wishart, TorchDistributionMixin):
 
 class GeneralizedPareto(_td.GeneralizedPareto, TorchDistributionMixin):
     __doc__ = _td.GeneralizedPareto.__doc__
-

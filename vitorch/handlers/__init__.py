@@ -4,7 +4,7 @@ Each handler wraps a function (``trace(model).get_trace(*args)``) or is used as 
 manager (``with trace() as tr: model(*args)``).
 """
 
-from ..runtime import Message, Messenger, apply_stack, am_i_wrapped
+from ..runtime import Message, Messenger, am_i_wrapped, apply_stack
 from .block import BlockMessenger, block
 from .condition import ConditionMessenger, SubstituteMessenger, condition, substitute
 from .plate import PlateMessenger

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..runtime import Message, Messenger
 
@@ -15,7 +16,9 @@ def _as_values(data: Any, who: str) -> dict:
     if hasattr(data, "nodes"):  # a Trace
         return {name: site.value for name, site in data.nodes.items() if site.type == "sample"}
     if not hasattr(data, "get"):
-        raise TypeError(f"{who} expects a dict of site values or a Trace, got {type(data).__name__}")
+        raise TypeError(
+            f"{who} expects a dict of site values or a Trace, got {type(data).__name__}"
+        )
     return data
 
 

@@ -11,7 +11,8 @@ plate, so ``trace`` records them and ``replay`` gives the model the guide's indi
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 

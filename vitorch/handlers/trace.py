@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -88,11 +89,7 @@ class Trace:
     def iter_stochastic_nodes(self) -> Iterator[tuple[str, Any]]:
         """(name, site) for latent sample sites: not observed, not plates, not deterministic."""
         for name, site in self.nodes.items():
-            if (
-                site.type == "sample"
-                and not site.is_observed
-                and not _is_subsample(site)
-            ):
+            if site.type == "sample" and not site.is_observed and not _is_subsample(site):
                 yield name, site
 
     @property
@@ -190,7 +187,9 @@ class Trace:
 class TraceMessenger(Messenger):
     """Record the sites of a run. ``trace(model).get_trace(*args)`` returns the Trace."""
 
-    def __init__(self, fn: Callable | None = None, graph_type: str | None = None, param_only: bool = False):
+    def __init__(
+        self, fn: Callable | None = None, graph_type: str | None = None, param_only: bool = False
+    ):
         super().__init__(fn)
         self.param_only = param_only
         self.trace = Trace()

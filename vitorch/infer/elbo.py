@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.distributions.kl import _dispatch_kl, kl_divergence
@@ -152,7 +153,11 @@ class ELBO:
         if n != 1:
             elbo_total = elbo_total / n
             surrogate_total = surrogate_total / n
-        loss_value = -float(elbo_total.detach()) if isinstance(elbo_total, torch.Tensor) else -float(elbo_total)
+        loss_value = (
+            -float(elbo_total.detach())
+            if isinstance(elbo_total, torch.Tensor)
+            else -float(elbo_total)
+        )
         if not math.isfinite(loss_value):
             raise _nonfinite_error(loss_value, traces)
         return -surrogate_total, loss_value, param_names

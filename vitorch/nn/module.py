@@ -171,7 +171,11 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
             self._pyro_forget(name)
             self._pyro_samples[name] = value.prior
             return
-        if name in self._pyro_params and isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
+        if (
+            name in self._pyro_params
+            and isinstance(value, torch.Tensor)
+            and not isinstance(value, nn.Parameter)
+        ):
             # Assigning a constrained value to an existing PyroParam updates it in place.
             constraint, _ = self._pyro_params[name]
             unconstrained = self._parameters[name + "_unconstrained"]
@@ -237,7 +241,9 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
         unconstrained = self._parameters[name + "_unconstrained"]
         _sync_with_store(fullname, unconstrained, constraint, event_dim)
         if _STACK:
-            msg = Message("param", fullname, _PARAM_STORE.get_param, (fullname,), {"event_dim": event_dim})
+            msg = Message(
+                "param", fullname, _PARAM_STORE.get_param, (fullname,), {"event_dim": event_dim}
+            )
             value = apply_stack(msg).value
         else:
             value = _PARAM_STORE[fullname]
@@ -276,14 +282,18 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
 
     def named_pyro_params(self, prefix: str = "", recurse: bool = True):
         """(name, constrained value) for each PyroParam of this module (and its children)."""
-        for module_prefix, module in self.named_modules(prefix=prefix) if recurse else [(prefix, self)]:
+        for module_prefix, module in (
+            self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        ):
             if isinstance(module, PyroModule):
                 for name in module._pyro_params:
                     full = f"{module_prefix}.{name}" if module_prefix else name
                     yield full, getattr(module, name)
 
 
-def _sync_with_store(fullname: str, tensor: torch.Tensor, constraint: Any, event_dim: int | None) -> None:
+def _sync_with_store(
+    fullname: str, tensor: torch.Tensor, constraint: Any, event_dim: int | None
+) -> None:
     """Make the store hold ``tensor`` under ``fullname``; adopt values loaded into the store."""
     stored = _PARAM_STORE._params.get(fullname)
     if stored is tensor:
@@ -309,5 +319,3 @@ def to_pyro_module_(m: nn.Module, recurse: bool = True) -> None:
                 to_pyro_module_(child, recurse=True)
                 m._modules[name] = child
                 child._pyro_set_supermodule(name, m._pyro_context)  # type: ignore[operator]
-
-

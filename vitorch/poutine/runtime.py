@@ -2,4 +2,11 @@
 
 from ..runtime import CondIndepStackFrame, Message, am_i_wrapped, apply_stack, effectful, get_stack
 
-__all__ = ["CondIndepStackFrame", "Message", "am_i_wrapped", "apply_stack", "effectful", "get_stack"]
+__all__ = [
+    "CondIndepStackFrame",
+    "Message",
+    "am_i_wrapped",
+    "apply_stack",
+    "effectful",
+    "get_stack",
+]
