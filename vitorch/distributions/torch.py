@@ -6,9 +6,13 @@ Each class subclasses the torch class and :class:`TorchDistributionMixin` and ad
 
 from __future__ import annotations
 
+import math
+
 import torch.distributions as _td
 
 from .distribution import TorchDistributionMixin
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 __all__ = [
     "Bernoulli",
@@ -138,6 +142,16 @@ class Laplace(_td.Laplace, TorchDistributionMixin):
 class LogNormal(_td.LogNormal, TorchDistributionMixin):
     __doc__ = _td.LogNormal.__doc__
 
+    def log_prob(self, value):
+        # log N(log y; loc, scale) - log y, written out: the generic transformed-
+        # distribution path walks the transform list and builds twice the autograd nodes.
+        if self._validate_args:
+            self._validate_sample(value)
+        x = value.log()
+        scale = self.scale
+        z = (x - self.loc) / scale
+        return z.square().mul(-0.5).sub(scale.log()).sub(x).sub(_HALF_LOG_2PI)
+
 
 class LogisticNormal(_td.LogisticNormal, TorchDistributionMixin):
     __doc__ = _td.LogisticNormal.__doc__
@@ -165,6 +179,15 @@ class NegativeBinomial(_td.NegativeBinomial, TorchDistributionMixin):
 
 class Normal(_td.Normal, TorchDistributionMixin):
     __doc__ = _td.Normal.__doc__
+
+    def log_prob(self, value):
+        # Same density as torch's, with tensor methods only: torch's version goes through
+        # Python-level reflected operators (rsub, rpow) that cost more than the math.
+        if self._validate_args:
+            self._validate_sample(value)
+        scale = self.scale
+        z = (value - self.loc) / scale
+        return z.square().mul(-0.5).sub(scale.log()).sub(_HALF_LOG_2PI)
 
 
 class OneHotCategorical(_td.OneHotCategorical, TorchDistributionMixin):

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.distributions import Distribution
 from torch.distributions.kl import _dispatch_kl, kl_divergence
 
 from ..handlers.block import BlockMessenger
@@ -52,6 +53,30 @@ def _scaled_sum(site: Message, log_p: torch.Tensor) -> torch.Tensor:
     return total
 
 
+class _Skipped:
+    """Falsy stand-in for ``Distribution._validate_args`` during validated-once steps."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "<validation skipped for this step>"
+
+
+_SKIPPED = _Skipped()
+
+
+def _validation_switched_off(fn: Any) -> bool:
+    """True when the user built ``fn`` (or a distribution it wraps) with validate_args=False."""
+    while fn is not None:
+        if getattr(fn, "__dict__", {}).get("_validate_args") is False:
+            return True
+        fn = getattr(fn, "base_dist", None)
+    return False
+
+
 def _counts(site: Message) -> bool:
     """Of sample sites, those that carry a log-density: not plate indices, not deterministic."""
     return not (getattr(site.fn, "_is_subsample", False) or site.infer.get("_deterministic", False))
@@ -82,6 +107,8 @@ class ELBO:
         self.max_plate_nesting = max_plate_nesting
         self.vectorize_particles = vectorize_particles
         self.retain_graph = retain_graph
+        self._validated = False
+        self._validated_obs: dict[str, torch.Tensor] = {}
 
     # -- traces ----------------------------------------------------------------------------
     def _guess_max_plate_nesting(self, model: Callable, guide: Callable, args, kwargs) -> None:
@@ -135,12 +162,56 @@ class ELBO:
         return self.num_particles
 
     def _loss_and_params(self, model, guide, args, kwargs):
-        """The differentiable loss, its value as a float, and the params the traces touched."""
+        """The differentiable loss, its value as a float, and the params the traces touched.
+
+        Validation is paid for once. The first evaluation runs with distribution
+        validation as configured (``vitorch.enable_validation``); once it has passed,
+        later evaluations switch torch's per-distribution argument and support checks
+        off, because they repeat on every step what the first one established. Two
+        checks stay: an observed value that is a new tensor is checked against its
+        distribution's support, and a parameter that drifts out of range makes the
+        loss non-finite, which raises :class:`NonFiniteLossError` naming the site.
+        """
+        if self._validated and Distribution._validate_args:
+            # A falsy marker rather than False: torch's expand() copies the default into
+            # each expanded instance, and the marker keeps "off for this step" apart from
+            # a user's explicit validate_args=False (see _validation_switched_off).
+            Distribution._validate_args = _SKIPPED  # type: ignore[assignment]
+            try:
+                return self._evaluate(model, guide, args, kwargs, check_new_obs=True)
+            finally:
+                Distribution._validate_args = True
+        result = self._evaluate(model, guide, args, kwargs, check_new_obs=False)
+        self._validated = bool(Distribution._validate_args)
+        return result
+
+    def _check_new_observations(self, model_trace: Trace, validate: bool) -> None:
+        """Check observed values not seen before (or just remember them, on a full pass)."""
+        seen = self._validated_obs
+        for name, site in model_trace.nodes.items():
+            if not site.is_observed or site.type != "sample" or seen.get(name) is site.value:
+                continue
+            if not _counts(site) or not isinstance(site.value, torch.Tensor):
+                continue
+            if not validate or _validation_switched_off(site.fn):
+                seen[name] = site.value
+                continue
+            try:
+                site.fn._validate_sample(site.value)
+            except NotImplementedError:
+                pass  # a distribution without a declared support
+            except (ValueError, RuntimeError) as err:
+                raise ValueError(f"sample site {name!r}: invalid observation: {err}") from None
+            seen[name] = site.value
+
+    def _evaluate(self, model, guide, args, kwargs, check_new_obs: bool):
+        # check_new_obs: validation is off for this step; check new observed tensors here.
         surrogate_total: Any = 0.0
         elbo_total: Any = 0.0
         param_names: dict[str, None] = {}
         traces = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            self._check_new_observations(model_trace, validate=check_new_obs)
             elbo, surrogate = self._particle(model_trace, guide_trace)
             elbo_total = elbo_total + elbo
             surrogate_total = surrogate_total + surrogate

@@ -1,0 +1,95 @@
+"""Validation is paid once per ELBO, without losing the errors it exists for."""
+
+import pytest
+import torch
+
+import vitorch
+import vitorch.distributions as dist
+from vitorch.distributions import constraints
+from vitorch.infer import SVI, NonFiniteLossError, Trace_ELBO
+
+
+def bernoulli_model(data):
+    p = vitorch.sample("p", dist.Beta(2.0, 2.0))
+    with vitorch.plate("data", len(data)):
+        vitorch.sample("obs", dist.Bernoulli(p), obs=data)
+
+
+def bernoulli_guide(data):
+    a = vitorch.param("a", torch.tensor(2.0), constraint=constraints.positive)
+    b = vitorch.param("b", torch.tensor(2.0), constraint=constraints.positive)
+    vitorch.sample("p", dist.Beta(a, b))
+
+
+def make_svi():
+    return SVI(bernoulli_model, bernoulli_guide, vitorch.optim.Adam({"lr": 0.01}), Trace_ELBO())
+
+
+def test_first_step_validates_the_observation():
+    with pytest.raises(ValueError, match="support"):
+        make_svi().step(torch.tensor([0.0, 1.0, 2.0]))
+
+
+def test_a_new_observation_is_still_validated_after_the_first_step():
+    svi = make_svi()
+    good = torch.tensor([0.0, 1.0, 1.0])
+    for _ in range(3):
+        svi.step(good)
+    with pytest.raises(ValueError, match="'obs'.*invalid observation"):
+        svi.step(torch.tensor([0.0, 1.0, 2.0]))
+    # The failed step left no gradient behind and the good data still works.
+    assert all(p.grad is None for _, p in vitorch.get_param_store().named_parameters())
+    svi.step(good)
+
+
+def test_later_steps_do_not_pay_for_distribution_validation(monkeypatch):
+    svi = make_svi()
+    data = torch.tensor([0.0, 1.0, 1.0])
+    svi.step(data)
+    calls = []
+    original = torch.distributions.Bernoulli._validate_sample
+
+    def counting(self, value):
+        calls.append(1)
+        return original(self, value)
+
+    monkeypatch.setattr(torch.distributions.Bernoulli, "_validate_sample", counting)
+    for _ in range(5):
+        svi.step(data)
+    assert calls == []
+    # Validation is switched back on between steps: user code outside SVI still checks.
+    assert vitorch.is_validation_enabled()
+    with pytest.raises(ValueError):
+        dist.Bernoulli(torch.tensor(0.5)).log_prob(torch.tensor(3.0))
+
+
+def test_a_parameter_out_of_range_later_names_the_site():
+    def model(data):
+        loc = vitorch.sample("loc", dist.Normal(0.0, 1.0))
+        with vitorch.plate("data", len(data)):
+            vitorch.sample("obs", dist.Normal(loc, 1.0), obs=data)
+
+    def guide(data):
+        scale = vitorch.param("scale", torch.tensor(1.0))  # unconstrained on purpose
+        vitorch.sample("loc", dist.Normal(0.0, scale))
+
+    svi = SVI(model, guide, vitorch.optim.SGD({"lr": 0.0}), Trace_ELBO())
+    data = torch.zeros(3)
+    svi.step(data)
+    with torch.no_grad():
+        vitorch.get_param_store().get_unconstrained("scale").fill_(-1.0)
+    with pytest.raises(NonFiniteLossError) as info:
+        svi.step(data)
+    assert "loc" in info.value.sites
+
+
+def test_explicitly_unvalidated_distributions_are_respected():
+    def model(data):
+        p = vitorch.sample("p", dist.Beta(2.0, 2.0))
+        with vitorch.plate("data", len(data)):
+            # Continuous "Bernoulli" targets, as image VAEs use them.
+            vitorch.sample("obs", dist.Bernoulli(p, validate_args=False).to_event(0), obs=data)
+
+    svi = SVI(model, bernoulli_guide, vitorch.optim.Adam({"lr": 0.01}), Trace_ELBO())
+    svi.step(torch.tensor([0.2, 0.7]))
+    svi.step(torch.tensor([0.3, 0.9]))  # a new tensor: still not validated, as asked
