@@ -67,7 +67,9 @@ def test_trajectory_matches_torch_exactly(wrapper, torch_cls, args):
     ours = _make_params(SHAPES)
     ref = _clones(ours)
     w = wrapper(args)
-    t_opt = torch_cls(ref, **args)
+    # vitorch picks torch's fused kernel where one exists; compare with that kernel.
+    fused = torch_cls in (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad)
+    t_opt = torch_cls(ref, **args, **({"fused": True} if fused else {}))
     for t in range(15):
         _set_grads(ours, t)
         _set_grads(ref, t)
@@ -79,6 +81,35 @@ def test_trajectory_matches_torch_exactly(wrapper, torch_cls, args):
         assert torch.equal(p, q)
     # All three share one torch optimizer (the point of the design).
     assert len({id(o) for o in w.optim_objs.values()}) == 1
+
+
+@pytest.mark.parametrize(
+    "wrapper, torch_cls, args",
+    [
+        (optim.Adam, torch.optim.Adam, {"lr": 0.05, "betas": (0.8, 0.99)}),
+        (optim.AdamW, torch.optim.AdamW, {"lr": 0.05, "weight_decay": 0.1}),
+        (optim.SGD, torch.optim.SGD, {"lr": 0.01, "momentum": 0.9}),
+        (optim.Adagrad, torch.optim.Adagrad, {"lr": 0.1}),
+    ],
+)
+def test_fused_default_does_the_per_tensor_update(wrapper, torch_cls, args):
+    # The fused kernel is the same update as torch's default loop, up to rounding; and a
+    # user who names an implementation gets exactly that one.
+    ours = _make_params(SHAPES)
+    chosen = _clones(ours)
+    ref = _clones(ours)
+    w, w_chosen = wrapper(args), wrapper({**args, "foreach": False})
+    t_opt = torch_cls(ref, **args, foreach=False)
+    for t in range(15):
+        for params in (ours, chosen, ref):
+            _set_grads(params, t)
+        w(ours)
+        w_chosen(chosen)
+        t_opt.step()
+    for p, q, r in zip(ours, chosen, ref):
+        assert torch.equal(q, r)
+        torch.testing.assert_close(p, r, rtol=1e-5, atol=1e-6)
+    assert all(o.defaults.get("fused") for o in w.optim_objs.values())
 
 
 def test_step_named_matches_call():
@@ -317,7 +348,7 @@ def test_scheduler_matches_torch(name, kwargs):
     ref = _clones(ours)
     inner = {"lr": 0.05, "momentum": 0.9}
     w = getattr(optim, name)({"optimizer": torch.optim.SGD, "optim_args": inner, **kwargs})
-    t_opt = torch.optim.SGD(ref, **inner)
+    t_opt = torch.optim.SGD(ref, **inner, fused=True)  # vitorch picks the fused kernel
     t_sched = getattr(torch.optim.lr_scheduler, name)(t_opt, **kwargs)
     plateau = name == "ReduceLROnPlateau"
     losses = [1.0, 0.5, 0.5, 0.5, 0.4, 0.4, 0.4, 0.4]
