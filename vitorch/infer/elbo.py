@@ -48,7 +48,7 @@ def _scaled_sum(site: Message, log_p: torch.Tensor) -> torch.Tensor:
     scaled = log_p if _is_one(site.scale) else site.scale * log_p
     site.unscaled_log_prob = log_p
     site.log_prob = scaled
-    total = scaled.sum()
+    total = scaled if scaled.dim() == 0 else scaled.sum()
     site.log_prob_sum = total
     return total
 
@@ -206,28 +206,28 @@ class ELBO:
 
     def _evaluate(self, model, guide, args, kwargs, check_new_obs: bool):
         # check_new_obs: validation is off for this step; check new observed tensors here.
-        surrogate_total: Any = 0.0
-        elbo_total: Any = 0.0
+        elbos, surrogates = [], []
         param_names: dict[str, None] = {}
         traces = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             self._check_new_observations(model_trace, validate=check_new_obs)
             elbo, surrogate = self._particle(model_trace, guide_trace)
-            elbo_total = elbo_total + elbo
-            surrogate_total = surrogate_total + surrogate
+            elbos.append(elbo)
+            surrogates.append(surrogate)
             for tr in (guide_trace, model_trace):
                 for name, site in tr.nodes.items():
                     if site.type == "param":
                         param_names[name] = None
             traces.append((model_trace, guide_trace))
+        # One particle (the usual case) adds no autograd node here.
+        elbo_total = elbos[0] if len(elbos) == 1 else _total(elbos)
+        surrogate_total = surrogates[0] if len(surrogates) == 1 else _total(surrogates)
         n = self._divisor()
         if n != 1:
             elbo_total = elbo_total / n
             surrogate_total = surrogate_total / n
         loss_value = (
-            -float(elbo_total.detach())
-            if isinstance(elbo_total, torch.Tensor)
-            else -float(elbo_total)
+            -elbo_total.item() if isinstance(elbo_total, torch.Tensor) else -float(elbo_total)
         )
         if not math.isfinite(loss_value):
             raise _nonfinite_error(loss_value, traces)
