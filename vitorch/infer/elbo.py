@@ -366,30 +366,49 @@ class Trace_ELBO(ELBO):
     """The standard Monte Carlo ELBO (Pyro's ``Trace_ELBO``).
 
     With reparameterizable guide sites the gradient is the pathwise one; other guide
-    sites add ``log q * (elbo).detach()`` to a surrogate (the score-function estimator).
+    sites add score-function terms to a surrogate (see :func:`_score_surrogate`).
     """
 
+    # TraceMeanField_ELBO turns this on: latent sites with a closed-form KL use it.
+    _analytic_kl = False
+
     def _particle(self, model_trace: Trace, guide_trace: Trace):
-        model_nodes = model_trace.nodes
-        terms = [
-            _scaled_sum(site, site_log_prob(site))
-            for site in model_nodes.values()
-            if site.type == "sample" and _counts(site)
-        ]
+        terms: list = []
+        guide_nodes = guide_trace.nodes
+        # name -> scaled -KL per element, for the sites handled analytically.
+        analytic: dict[str, torch.Tensor] = {}
+        for name, site in model_trace.nodes.items():
+            if site.type != "sample" or not _counts(site):
+                continue
+            if self._analytic_kl and not site.is_observed:
+                neg_kl = _neg_kl_term(site, guide_nodes.get(name))
+                if neg_kl is not None:
+                    analytic[name] = neg_kl
+                    terms.append(site.log_prob_sum)
+                    continue
+            terms.append(_scaled_sum(site, site_log_prob(site)))
         nonreparam = None
-        for name, site in guide_trace.nodes.items():
+        for name, site in guide_nodes.items():
             if site.type != "sample" or site.is_observed or not _counts(site):
                 continue
-            if name not in model_nodes:
+            if name in analytic:
+                if not site.fn.has_rsample:
+                    # The KL is exact for this site, but sites downstream of its draw
+                    # still need a score-function term.
+                    site.unscaled_log_prob = site_log_prob(site)
+                    if nonreparam is None:
+                        nonreparam = []
+                    nonreparam.append(site)
+                continue
+            if name not in model_trace.nodes:
                 _warn_missing(name, site)
-            log_q = _scaled_sum(site, site_log_prob(site))
-            terms.append(-log_q)
+            terms.append(-_scaled_sum(site, site_log_prob(site)))
             if not site.fn.has_rsample:
                 if nonreparam is None:
                     nonreparam = []
                 nonreparam.append(site)
         elbo = _total(terms)
-        return elbo, _score_surrogate(elbo, nonreparam, model_trace, guide_trace)
+        return elbo, _score_surrogate(elbo, nonreparam, model_trace, guide_trace, analytic)
 
 
 _KL_REGISTERED: dict[tuple[type, type], bool] = {}
@@ -411,7 +430,26 @@ def _analytic_kl(guide_fn: Any, model_fn: Any) -> torch.Tensor | None:
         return None
 
 
-class TraceMeanField_ELBO(ELBO):
+def _neg_kl_term(site: Message, guide_site: Message | None) -> torch.Tensor | None:
+    """``-KL(q || p)`` per element (masked, scaled) for a model site, or None if no closed form.
+
+    Sets the site's ``log_prob_sum`` to the summed term, as the Monte Carlo path does.
+    """
+    if guide_site is None or guide_site.fn.batch_shape != site.fn.batch_shape:
+        return None
+    kl = _analytic_kl(guide_site.fn, site.fn)
+    if kl is None:
+        return None
+    if site.mask is not None:
+        kl = torch.where(torch.as_tensor(site.mask), kl, kl.new_zeros(()))
+    if not _is_one(site.scale):
+        kl = site.scale * kl
+    neg_kl = -kl
+    site.log_prob_sum = neg_kl.sum()
+    return neg_kl
+
+
+class TraceMeanField_ELBO(Trace_ELBO):
     """The ELBO with analytic KL terms (Pyro's ``TraceMeanField_ELBO``).
 
     For each latent site where the guide's and the model's distributions have a
@@ -421,48 +459,4 @@ class TraceMeanField_ELBO(ELBO):
     against the model's distribution at the sampled upstream values).
     """
 
-    def _particle(self, model_trace: Trace, guide_trace: Trace):
-        terms: list = []
-        guide_nodes = guide_trace.nodes
-        # name -> scaled -KL per element, for the sites handled analytically.
-        analytic: dict[str, torch.Tensor] = {}
-        for name, site in model_trace.nodes.items():
-            if site.type != "sample" or not _counts(site):
-                continue
-            guide_site = None if site.is_observed else guide_nodes.get(name)
-            if guide_site is not None and guide_site.fn.batch_shape == site.fn.batch_shape:
-                kl = _analytic_kl(guide_site.fn, site.fn)
-                if kl is not None:
-                    if site.mask is not None:
-                        kl = torch.where(torch.as_tensor(site.mask), kl, kl.new_zeros(()))
-                    if not _is_one(site.scale):
-                        kl = site.scale * kl
-                    kl_sum = kl.sum()
-                    site.log_prob_sum = -kl_sum
-                    terms.append(-kl_sum)
-                    analytic[name] = -kl
-                    continue
-            terms.append(_scaled_sum(site, site_log_prob(site)))
-        nonreparam = None
-        for name, site in guide_nodes.items():
-            if site.type != "sample" or site.is_observed or not _counts(site):
-                continue
-            if name in analytic:
-                if not site.fn.has_rsample:
-                    # The KL is exact for this site, but sites downstream of its draw
-                    # still need a score-function term.
-                    site.unscaled_log_prob = site_log_prob(site)
-                    if nonreparam is None:
-                        nonreparam = []
-                    nonreparam.append(site)
-                continue
-            if name not in model_trace.nodes:
-                _warn_missing(name, site)
-            log_q = _scaled_sum(site, site_log_prob(site))
-            terms.append(-log_q)
-            if not site.fn.has_rsample:
-                if nonreparam is None:
-                    nonreparam = []
-                nonreparam.append(site)
-        elbo = _total(terms)
-        return elbo, _score_surrogate(elbo, nonreparam, model_trace, guide_trace, analytic)
+    _analytic_kl = True
