@@ -343,24 +343,17 @@ class PyroOptim:
 
         Extra arguments go to the torch optimizer's ``step`` (a closure, for instance).
         """
-        cohort_of = self._cohort_of
-        work: dict[_Cohort, list[torch.Tensor]] = {}
-        for p in params:
-            c = cohort_of.get(id(p))
-            if c is None:
-                c = self._register(p, None)
-            lst = work.get(c)
-            if lst is None:
-                work[c] = [p]
-            else:
-                lst.append(p)
-        self._step(work, args, kwargs)
+        self._step_pairs(((None, p) for p in params), args, kwargs)
 
     def step_named(self, named: Mapping[str, torch.Tensor], *args: Any, **kwargs: Any) -> None:
         """Like calling the optimizer, with the parameters' names given (no name look-up)."""
+        self._step_pairs(named.items(), args, kwargs)
+
+    def _step_pairs(self, pairs: Iterable[tuple[str | None, torch.Tensor]], args, kwargs) -> None:
+        # A None name is resolved from the param store when the tensor is first seen.
         cohort_of = self._cohort_of
         work: dict[_Cohort, list[torch.Tensor]] = {}
-        for name, p in named.items():
+        for name, p in pairs:
             c = cohort_of.get(id(p))
             if c is None:
                 c = self._register(p, name)
