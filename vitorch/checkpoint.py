@@ -28,7 +28,7 @@ import torch
 
 from ._io import atomic_save, safe_load
 from .handlers.seed import get_rng_state, set_rng_state
-from .params import _constraint_from_spec, _constraint_to_spec, get_param_store
+from .params import _constraint_from_spec, get_param_store
 
 __all__ = [
     "FORMAT",
@@ -78,11 +78,7 @@ def _rng_from_plain(plain: dict[str, Any]) -> dict[str, Any]:
 
 # -- the file ----------------------------------------------------------------------------
 def _param_store_state() -> dict[str, Any]:
-    store = get_param_store()
-    return {
-        "params": {k: v.detach().cpu().clone() for k, v in store.named_parameters()},
-        "constraints": {k: _constraint_to_spec(c, k) for k, c in store._constraints.items()},
-    }
+    return get_param_store().get_plain_state()
 
 
 def capture_checkpoint(

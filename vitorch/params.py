@@ -239,12 +239,15 @@ class ParamStoreDict:
 
     def save(self, filename: str | os.PathLike) -> None:
         """Save to ``filename`` atomically, in a format that cannot run code when loaded."""
-        state = {
+        atomic_save(self.get_plain_state(), filename)
+
+    def get_plain_state(self) -> dict[str, Any]:
+        """The state as plain data (CPU tensors, constraint specs): what :meth:`save` writes."""
+        return {
             "format": _FORMAT,
-            "params": {k: v.detach().cpu() for k, v in self._params.items()},
+            "params": {k: v.detach().cpu().clone() for k, v in self._params.items()},
             "constraints": {k: _constraint_to_spec(c, k) for k, c in self._constraints.items()},
         }
-        atomic_save(state, filename)
 
     def load(self, filename: str | os.PathLike, map_location: Any = None) -> None:
         """Load values saved by :meth:`save`; refuses files that would run code."""
