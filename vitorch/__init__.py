@@ -10,9 +10,10 @@
 
 from . import distributions, handlers, infer, nn, optim, poutine
 from .distributions import enable_validation, is_validation_enabled, validation_enabled
+from .handlers import condition
 from .handlers.seed import set_rng_seed
 from .params import clear_param_store, get_param_store
-from .primitives import barrier, deterministic, factor, module, param, plate, sample
+from .primitives import barrier, deterministic, factor, module, param, plate, sample, subsample
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ __all__ = [
     "__version__",
     "barrier",
     "clear_param_store",
+    "condition",
     "deterministic",
     "distributions",
     "enable_validation",
@@ -36,5 +38,6 @@ __all__ = [
     "poutine",
     "sample",
     "set_rng_seed",
+    "subsample",
     "validation_enabled",
 ]

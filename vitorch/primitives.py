@@ -19,6 +19,7 @@ from .params import _PARAM_STORE
 from .runtime import _STACK, Message, apply_stack
 
 __all__ = [
+    "subsample",
     "sample",
     "param",
     "plate",
@@ -210,4 +211,24 @@ def factor(name: str, log_factor: torch.Tensor, *, has_rsample: bool | None = No
 
 def barrier(data: torch.Tensor) -> torch.Tensor:
     """A no-op kept for Pyro compatibility (sequential enumeration barriers)."""
+    return data
+
+
+def subsample(data: torch.Tensor, event_dim: int) -> torch.Tensor:
+    """Select the items of ``data`` that the enclosing subsampled plates use.
+
+    ``data`` is full-size along each subsampled plate's dim (counted left of its
+    ``event_dim`` rightmost dims); a dim that already has the subsample size is left alone.
+    """
+    if not isinstance(event_dim, int) or event_dim < 0:
+        raise ValueError(f"subsample: event_dim must be a non-negative int, got {event_dim!r}")
+    for handler in _STACK:
+        if not isinstance(handler, PlateMessenger) or handler._frame is None:
+            continue
+        dim = handler._frame.dim
+        if dim is None or not handler.subsampling:
+            continue
+        tensor_dim = dim - event_dim
+        if data.dim() >= -tensor_dim and data.shape[tensor_dim] == handler.size:
+            data = data.index_select(tensor_dim, handler._indices.to(data.device))
     return data

@@ -27,7 +27,14 @@ from ..handlers.replay import ReplayMessenger
 from ..handlers.trace import Trace, TraceMessenger, site_log_prob
 from ..runtime import Message
 
-__all__ = ["ELBO", "Trace_ELBO", "TraceMeanField_ELBO", "NonFiniteLossError"]
+__all__ = [
+    "ELBO",
+    "JitTraceMeanField_ELBO",
+    "JitTrace_ELBO",
+    "NonFiniteLossError",
+    "TraceMeanField_ELBO",
+    "Trace_ELBO",
+]
 
 
 class NonFiniteLossError(ValueError):
@@ -460,3 +467,9 @@ class TraceMeanField_ELBO(Trace_ELBO):
     """
 
     _analytic_kl = True
+
+
+# Pyro's JIT-compiled variants exist to cut Python overhead per step; vitorch's ELBOs are
+# lean without tracing, so code that asks for the JIT versions gets the plain ones.
+JitTrace_ELBO = Trace_ELBO
+JitTraceMeanField_ELBO = TraceMeanField_ELBO
