@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.distributions import Distribution
+from torch.distributions import Distribution, Independent
 from torch.distributions.kl import _dispatch_kl, kl_divergence
 
 from ..handlers.block import BlockMessenger
@@ -297,12 +297,50 @@ def _warn_missing(name: str, site: Message) -> None:
     )
 
 
+def _scaled_total(site: Message) -> torch.Tensor:
+    """The site's scaled log-density sum, keeping the per-element terms on the site."""
+    return _scaled_sum(site, site_log_prob(site))
+
+
+def _site_total(site: Message) -> torch.Tensor:
+    """The site's scaled log-density sum, without per-element terms where that is cheaper.
+
+    ``Independent(base).log_prob`` sums the base's terms over the event dims and the ELBO
+    then sums the rest: summing the base's terms once gives the same total with two
+    fewer autograd nodes (a view and a reduction) per site.
+    """
+    fn = site.fn
+    if site.mask is not None or not isinstance(fn, Independent):
+        return _scaled_total(site)
+    base = fn.base_dist
+    while isinstance(base, Independent):
+        base = base.base_dist
+    try:
+        log_p = base.log_prob(site.value)
+    except (ValueError, RuntimeError):
+        return _scaled_total(site)  # let the general path raise its site-named error
+    total = log_p.sum()
+    if not _is_one(site.scale):
+        total = site.scale * total
+    site.log_prob_sum = total
+    return total
+
+
+def _all_reparameterized(guide_nodes: dict) -> bool:
+    for site in guide_nodes.values():
+        if site.type == "sample" and not site.is_observed and not site.fn.has_rsample:
+            if _counts(site):
+                return False
+    return True
+
+
 def _total(terms: list) -> Any:
-    """Sum scalar tensors with one autograd node rather than one per term."""
+    """Sum scalar tensors with as few autograd nodes as possible."""
     if not terms:
         return 0.0
-    if len(terms) == 1:
-        return terms[0]
+    if len(terms) <= 3:
+        # Pairwise adds are at most two nodes here, as stack + sum would be.
+        return sum(terms[1:], terms[0])
     try:
         return torch.stack(terms).sum()
     except RuntimeError:  # mixed dtypes or devices: fall back to pairwise adds
@@ -384,6 +422,9 @@ class Trace_ELBO(ELBO):
         guide_nodes = guide_trace.nodes
         # name -> scaled -KL per element, for the sites handled analytically.
         analytic: dict[str, torch.Tensor] = {}
+        # Score-function terms need every site's per-element log-density; without them
+        # only totals are needed, which skips the intermediate event-dim reductions.
+        site_total = _site_total if _all_reparameterized(guide_nodes) else _scaled_total
         for name, site in model_trace.nodes.items():
             if site.type != "sample" or not _counts(site):
                 continue
@@ -393,7 +434,7 @@ class Trace_ELBO(ELBO):
                     analytic[name] = neg_kl
                     terms.append(site.log_prob_sum)
                     continue
-            terms.append(_scaled_sum(site, site_log_prob(site)))
+            terms.append(site_total(site))
         nonreparam = None
         for name, site in guide_nodes.items():
             if site.type != "sample" or site.is_observed or not _counts(site):
@@ -409,7 +450,7 @@ class Trace_ELBO(ELBO):
                 continue
             if name not in model_trace.nodes:
                 _warn_missing(name, site)
-            terms.append(-_scaled_sum(site, site_log_prob(site)))
+            terms.append(-site_total(site))
             if not site.fn.has_rsample:
                 if nonreparam is None:
                     nonreparam = []
