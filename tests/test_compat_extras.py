@@ -87,3 +87,14 @@ def test_jit_elbo_names_run_unchanged():
     for _ in range(3):
         svi.step(data)
     assert vitorch.condition is poutine.condition
+
+
+def test_factor_records_whether_its_term_is_reparameterized():
+    def model():
+        vitorch.factor("f", torch.tensor(-1.5), has_rsample=False)
+        vitorch.factor("g", torch.tensor(-0.5))
+
+    tr = poutine.trace(model).get_trace()
+    assert tr.nodes["f"]["fn"].has_rsample is False
+    assert tr.nodes["g"]["fn"].has_rsample is True
+    assert float(tr.log_prob_sum()) == pytest.approx(-2.0)

@@ -15,13 +15,17 @@ class Unit(TorchDistribution):
 
     arg_constraints = {"log_factor": constraints.real}
     support = constraints.real
-    has_rsample = True
 
     def __init__(self, log_factor, *, has_rsample: bool = True, validate_args=None):
         log_factor = torch.as_tensor(log_factor)
         self.log_factor = log_factor
         self._has_rsample = has_rsample
         super().__init__(log_factor.shape, torch.Size((0,)), validate_args=False)
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        # factor(..., has_rsample=False) marks a term whose gradient needs the score function.
+        return self._has_rsample
 
     def expand(self, batch_shape, _instance=None):
         return Unit(self.log_factor.expand(batch_shape), has_rsample=self._has_rsample)
