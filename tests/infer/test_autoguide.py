@@ -342,7 +342,9 @@ def test_normal_with_subsampling_keeps_full_size_parameters_and_recovers_them() 
     mean, precision = _local_posterior(x)
     guide = AutoNormal(local_model)
     loss = TraceMeanField_ELBO(num_particles=8, vectorize_particles=True)
-    fit(local_model, guide, loss, 2000, x)
+    # Ending at lr 1e-4 rather than 1e-3: the last subsampled steps otherwise move the
+    # global mean by about a tenth of its posterior sd for some seeds.
+    fit(local_model, guide, loss, 3000, x, final=0.002)
     assert guide.locs.z.shape == (NL,)
     locs = torch.cat([guide.locs.mu[None], guide.locs.z]).double()
     scales = torch.cat([guide.scales.mu[None], guide.scales.z]).double()
@@ -358,8 +360,10 @@ def test_diagonal_normal_with_subsampling_recovers_the_mean_field_posterior() ->
     x = _local_data()
     mean, precision = _local_posterior(x)
     guide = AutoDiagonalNormal(local_model)
-    loss = Trace_ELBO(num_particles=8, vectorize_particles=True)
-    fit(local_model, guide, loss, 2000, x, NL // 2, final=0.005)
+    # 16 particles, 3000 steps and a low final lr: with 8 / 2000 / 0.005 the end-of-run
+    # optimizer noise alone put the scales 5% off for some seeds.
+    loss = Trace_ELBO(num_particles=16, vectorize_particles=True)
+    fit(local_model, guide, loss, 3000, x, NL // 2, final=0.002)
     assert guide.loc.shape == (NL + 1,)
     sd = torch.linalg.inv(precision).diagonal().sqrt()
     assert ((guide.loc.double() - mean) / sd).abs().max() < 0.1
@@ -370,7 +374,9 @@ def test_delta_with_subsampling_finds_the_map() -> None:
     x = _local_data()
     mean, precision = _local_posterior(x)
     guide = AutoDelta(local_model)
-    fit(local_model, guide, Trace_ELBO(), 1500, x, lr=0.1, final=0.01)
+    # 3000 steps ending at lr 2e-4: with 1500 ending at 1e-3 the last subsampled steps
+    # still moved the estimate by over a tenth of a posterior sd for some seeds.
+    fit(local_model, guide, Trace_ELBO(), 3000, x, lr=0.1, final=0.002)
     found = torch.cat([guide.mu[None], guide.z]).double()
     # Subsampling makes the gradient noisy even for a point estimate: within a tenth of a
     # posterior standard deviation, as for the other guides.

@@ -10,6 +10,7 @@ posterior sds, and the pages' step counts and learning rates are kept.
 from __future__ import annotations
 
 # Seed 004's first example uses torch without importing it; the import is added here.
+import pytest
 import torch
 
 import vitorch
@@ -36,6 +37,10 @@ def _check_median(median: dict, data: torch.Tensor) -> None:
 
 # -- seed 002: AutoMultivariateNormal ---------------------------------------------------------
 def test_seed_002_basic_usage_covariance_and_quantiles(capsys) -> None:
+    # The page's 2000 steps at lr 0.005 do not reach the posterior from every seed (pyro-ppl
+    # gives the same numbers: see test_seed_002_matches_pyro_draw_for_draw), so the page's
+    # program runs from one fixed seed, whatever VITORCH_TEST_SEED says.
+    vitorch.set_rng_seed(0)
     # Construct the full-rank guide
     guide = AutoMultivariateNormal(model)
 
@@ -135,3 +140,38 @@ def test_seed_004_custom_initialization() -> None:
     guide(data)
     vitorch.set_rng_seed(11)
     assert torch.equal(guide.locs.loc, dist.Normal(0.0, 10.0).sample())
+
+
+def _page_002_fit(lib, lib_dist, lib_infer, lib_autoguide, seed: int):
+    def page_model(data):
+        loc = lib.sample("loc", lib_dist.Normal(0.0, 10.0))
+        scale = lib.sample("scale", lib_dist.LogNormal(0.0, 1.0))
+        with lib.plate("data", len(data)):
+            lib.sample("obs", lib_dist.Normal(loc, scale), obs=data)
+
+    lib.clear_param_store()
+    torch.manual_seed(seed)
+    guide = lib_autoguide.AutoMultivariateNormal(page_model)
+    svi = lib_infer.SVI(page_model, guide, lib.optim.Adam({"lr": 0.005}), lib_infer.Trace_ELBO())
+    data = torch.randn(100) + 3.0
+    losses = [svi.step(data) for _ in range(300)]
+    return torch.tensor(losses), guide.quantiles([0.05, 0.5, 0.95])
+
+
+def test_seed_002_matches_pyro_draw_for_draw() -> None:
+    # vitorch draws its noise in the order pyro-ppl does, so the page's program gives the
+    # same losses and posterior in both (up to float rounding of the two implementations).
+    pyro = pytest.importorskip("pyro")
+    import pyro.distributions as pdist
+    import pyro.infer as pinfer
+    import pyro.infer.autoguide as pautoguide
+
+    import vitorch.infer as vinfer
+    import vitorch.infer.autoguide as vautoguide
+
+    for seed in (0, 7):
+        v_losses, v_q = _page_002_fit(vitorch, dist, vinfer, vautoguide, seed)
+        p_losses, p_q = _page_002_fit(pyro, pdist, pinfer, pautoguide, seed)
+        torch.testing.assert_close(v_losses, p_losses, rtol=1e-4, atol=1e-3)
+        for name in ("loc", "scale"):
+            torch.testing.assert_close(v_q[name], p_q[name], rtol=1e-4, atol=1e-5)
