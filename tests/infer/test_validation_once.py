@@ -93,3 +93,22 @@ def test_explicitly_unvalidated_distributions_are_respected():
     svi = SVI(model, bernoulli_guide, vitorch.optim.Adam({"lr": 0.01}), Trace_ELBO())
     svi.step(torch.tensor([0.2, 0.7]))
     svi.step(torch.tensor([0.3, 0.9]))  # a new tensor: still not validated, as asked
+
+
+def test_one_elbo_validates_each_model_once():
+    elbo = Trace_ELBO()
+    data = torch.tensor([0.0, 1.0, 1.0])
+    svi = SVI(bernoulli_model, bernoulli_guide, vitorch.optim.Adam({"lr": 0.01}), elbo)
+    svi.step(data)
+    svi.step(data)
+
+    def bad_model(data):
+        p = vitorch.sample("p", dist.Beta(2.0, 2.0))
+        # A negative scale: only argument validation catches it before the loss does.
+        vitorch.sample("x", dist.Normal(0.0, -1.0), obs=torch.tensor(0.0))
+        with vitorch.plate("data", len(data)):
+            vitorch.sample("obs", dist.Bernoulli(p), obs=data)
+
+    other = SVI(bad_model, bernoulli_guide, vitorch.optim.Adam({"lr": 0.01}), elbo)
+    with pytest.raises(ValueError, match="scale"):
+        other.step(data)

@@ -114,7 +114,9 @@ class ELBO:
         self.max_plate_nesting = max_plate_nesting
         self.vectorize_particles = vectorize_particles
         self.retain_graph = retain_graph
-        self._validated = False
+        # The (model, guide) pairs that have passed one fully validated evaluation: one
+        # ELBO object may serve several models, and each is validated once.
+        self._validated: set = set()
         self._validated_obs: dict[str, torch.Tensor] = {}
 
     # -- traces ----------------------------------------------------------------------------
@@ -171,7 +173,7 @@ class ELBO:
     def _loss_and_params(self, model, guide, args, kwargs):
         """The differentiable loss, its value as a float, and the params the traces touched.
 
-        Validation is paid for once. The first evaluation runs with distribution
+        Validation is paid for once per (model, guide). The first evaluation runs with distribution
         validation as configured (``vitorch.enable_validation``); once it has passed,
         later evaluations switch torch's per-distribution argument and support checks
         off, because they repeat on every step what the first one established. Two
@@ -179,7 +181,12 @@ class ELBO:
         distribution's support, and a parameter that drifts out of range makes the
         loss non-finite, which raises :class:`NonFiniteLossError` naming the site.
         """
-        if self._validated and Distribution._validate_args:
+        try:
+            key: Any = (model, guide)
+            validated = key in self._validated
+        except TypeError:  # an unhashable model or guide: validate every time
+            key, validated = None, False
+        if validated and Distribution._validate_args:
             # A falsy marker rather than False: torch's expand() copies the default into
             # each expanded instance, and the marker keeps "off for this step" apart from
             # a user's explicit validate_args=False (see _validation_switched_off).
@@ -189,7 +196,8 @@ class ELBO:
             finally:
                 Distribution._validate_args = True
         result = self._evaluate(model, guide, args, kwargs, check_new_obs=False)
-        self._validated = bool(Distribution._validate_args)
+        if key is not None and Distribution._validate_args:
+            self._validated.add(key)
         return result
 
     def _check_new_observations(self, model_trace: Trace, validate: bool) -> None:
