@@ -2,10 +2,10 @@
 
 A primitive (``sample``, ``param``, ...) builds a :class:`Message` and hands it to
 :func:`apply_stack`. Handlers on the global stack see it innermost first
-(``process_message``) and may fill in its value, change its scale, or stop it from
+(``_process_message``) and may fill in its value, change its scale, or stop it from
 travelling further out; then, if nothing has provided a value, the default behaviour runs
 (draw from the distribution, read the parameter store); finally the handlers that saw it
-get it back in the opposite order (``postprocess_message``), which is where ``trace``
+get it back in the opposite order (``_postprocess_message``), which is where ``trace``
 records it, because only then is the value final.
 """
 
@@ -251,10 +251,6 @@ class Messenger:
         handler = self._postprocess_table.get(msg.type)
         if handler is not None:
             handler(self, msg)
-
-    # Public spellings of the two hooks above, for subclasses that prefer them.
-    process_message = _process_message
-    postprocess_message = _postprocess_message
 
 
 def default_process_message(msg: Message) -> None:

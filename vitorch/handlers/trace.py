@@ -20,6 +20,20 @@ def _is_one(scale: Any) -> bool:
     return isinstance(scale, (int, float)) and scale == 1
 
 
+def store_log_prob(site: Message, log_p: torch.Tensor) -> torch.Tensor:
+    """Keep ``log_p`` on the site with its scaled form and sum; return the scaled sum.
+
+    The per-element terms stay on the site: the score-function estimator needs them,
+    and Pyro's traces carry them after an ELBO evaluation too.
+    """
+    scaled = log_p if _is_one(site.scale) else site.scale * log_p
+    site.unscaled_log_prob = log_p
+    site.log_prob = scaled
+    total = scaled if scaled.dim() == 0 else scaled.sum()
+    site.log_prob_sum = total
+    return total
+
+
 def _site_shape_error(site: Message, err: Exception) -> ValueError:
     fn = site.fn
     value = site.value
@@ -125,11 +139,7 @@ class Trace:
                 continue
             if site.log_prob is not None:
                 continue
-            log_p = site_log_prob(site)
-            site.unscaled_log_prob = log_p
-            scaled = log_p if _is_one(site.scale) else site.scale * log_p
-            site.log_prob = scaled
-            site.log_prob_sum = scaled.sum()
+            store_log_prob(site, site_log_prob(site))
 
     def log_prob_sum(self, site_filter: Callable[[str, Any], bool] = lambda n, s: True):
         """The sum of the (scaled) log-densities of the sample sites passing ``site_filter``."""
@@ -233,8 +243,6 @@ class TraceMessenger(Messenger):
                         f"{frame.full_size} (at site {name!r}); one name means one plate"
                     )
         nodes[name] = msg
-
-    postprocess_message = _postprocess_message
 
 
 def trace(fn: Callable | None = None, graph_type: str | None = None, param_only: bool = False):

@@ -24,7 +24,8 @@ from torch.distributions.kl import _dispatch_kl, kl_divergence
 from ..handlers.block import BlockMessenger
 from ..handlers.plate import PlateMessenger
 from ..handlers.replay import ReplayMessenger
-from ..handlers.trace import Trace, TraceMessenger, site_log_prob
+from ..handlers.trace import Trace, TraceMessenger, _is_one, site_log_prob
+from ..handlers.trace import store_log_prob as _scaled_sum
 from ..runtime import Message
 
 __all__ = [
@@ -43,21 +44,6 @@ class NonFiniteLossError(ValueError):
     def __init__(self, message: str, sites: list[str]):
         super().__init__(message)
         self.sites = sites
-
-
-def _is_one(scale: Any) -> bool:
-    return isinstance(scale, (int, float)) and scale == 1
-
-
-def _scaled_sum(site: Message, log_p: torch.Tensor) -> torch.Tensor:
-    # The per-element terms are kept on the site: the score-function estimator needs
-    # them, and Pyro's traces carry them after an ELBO evaluation too.
-    scaled = log_p if _is_one(site.scale) else site.scale * log_p
-    site.unscaled_log_prob = log_p
-    site.log_prob = scaled
-    total = scaled if scaled.dim() == 0 else scaled.sum()
-    site.log_prob_sum = total
-    return total
 
 
 class _Skipped:
