@@ -7,7 +7,6 @@ that calling a model as a plain function costs no more than the tensor work it d
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -131,59 +130,31 @@ _NAMED_PARAMETERS = torch.nn.Module.named_parameters
 
 
 def _named_parameters(
-    m: torch.nn.Module, prefix: str, out: list[tuple[str, torch.Tensor, dict, str]], seen: set
-) -> list[tuple[str, torch.Tensor, dict, str]]:
-    """``named_parameters()`` as (path, param, owner's _parameters dict, key) tuples.
+    m: torch.nn.Module, prefix: str, out: list[tuple[str, torch.Tensor]], seen: set
+) -> list[tuple[str, torch.Tensor]]:
+    """``list(m.named_parameters())``: same names, order and de-duplication, a few times faster.
 
-    Same names, order and de-duplication as torch's, a few times faster: torch's generator
-    chain (named_parameters -> _named_members -> named_modules) costs as much as a layer.
+    ``module`` runs on every call of every model and guide, and torch's generator chain
+    (named_parameters -> _named_members -> named_modules) costs as much as a small layer.
     """
     seen.add(m)
     for key, p in m._parameters.items():
         if p is not None and p not in seen:
             seen.add(p)
-            out.append((prefix + key, p, m._parameters, key))
+            out.append((prefix + key, p))
     for key, child in m._modules.items():
         if child is not None and child not in seen:
             _named_parameters(child, prefix + key + ".", out, seen)
     return out
 
 
-# module() runs on every call of every model and guide; the walk over the module tree is
-# cached per (module, name). A registration anywhere bumps the version (torch's global
-# hooks), and each cached parameter is checked to still sit where it was found, so a
-# parameter replaced or deleted behind torch's back is noticed too.
-_REGISTRATIONS = [0]
-
-
-def _bump(*_: Any) -> None:
-    _REGISTRATIONS[0] += 1
-
-
-torch.nn.modules.module.register_module_parameter_registration_hook(_bump)
-torch.nn.modules.module.register_module_module_registration_hook(_bump)
-# Weak keys: a module that is garbage-collected takes its entries with it.
-_MODULE_WALKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
 def _module_parameters(name: str, nn_module: torch.nn.Module) -> list:
-    """[(full store name, param, owner dict, key)] for ``nn_module``, walked once if unchanged."""
-    by_name = _MODULE_WALKS.get(nn_module)
-    cached = None if by_name is None else by_name.get(name)
-    if (
-        cached is not None
-        and cached[0] == _REGISTRATIONS[0]
-        and all(owner.get(k) is p for _, p, owner, k in cached[1])
-    ):
-        return cached[1]
+    """[(full store name, param)] for ``nn_module``, named as Pyro names them."""
     if type(nn_module).named_parameters is _NAMED_PARAMETERS:
         walked = _named_parameters(nn_module, "", [], set())
     else:  # a module that defines its own parameter listing: ask it
-        walked = [(path, p, None, None) for path, p in nn_module.named_parameters()]
-    entries = [(f"{name}$$${path}", p, owner, k) for path, p, owner, k in walked]
-    if all(owner is not None for _, _, owner, _ in entries):
-        _MODULE_WALKS.setdefault(nn_module, {})[name] = (_REGISTRATIONS[0], entries)
-    return entries
+        walked = list(nn_module.named_parameters())
+    return [(f"{name}$$${path}", p) for path, p in walked]
 
 
 def module(
@@ -207,7 +178,7 @@ def module(
         )
     store = _PARAM_STORE
     stored_params = store._params
-    for full_name, p, _, _ in _module_parameters(name, nn_module):
+    for full_name, p in _module_parameters(name, nn_module):
         stored = stored_params.get(full_name)
         if stored is not p:
             if stored is not None and update_module_params:
