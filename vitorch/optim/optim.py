@@ -29,6 +29,7 @@ import torch
 from torch.optim import Optimizer
 
 from .._io import atomic_save, safe_load
+from ._fused import fused_adam_step
 from .clipped_adam import ClippedAdam as _TorchClippedAdam
 
 __all__ = ["PyroOptim", "ClippedAdam"]
@@ -439,6 +440,8 @@ class PyroOptim:
             # Torch steps every member of the group with a gradient; narrowing the group to
             # the parameters passed in makes "only these are updated" hold regardless of
             # stale gradients elsewhere, at a cost proportional to len(lst).
+            if not args and not kwargs and fused_adam_step(c.optimizer, group, lst):
+                continue
             group["params"] = lst
             try:
                 c.optimizer.step(*args, **kwargs)
