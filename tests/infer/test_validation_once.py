@@ -112,3 +112,42 @@ def test_one_elbo_validates_each_model_once():
     other = SVI(bad_model, bernoulli_guide, vitorch.optim.Adam({"lr": 0.01}), elbo)
     with pytest.raises(ValueError, match="scale"):
         other.step(data)
+
+
+@pytest.mark.parametrize(
+    "bad", [[0.0, 1.0, 0.5], [0.0, -1.0, 1.0], [1.0, float("nan"), 0.0], [0.0, float("inf"), 1.0]]
+)
+def test_a_new_observation_is_checked_in_full_by_the_quick_path(bad):
+    # 0/1 data takes a cheaper check than torch's; each kind of invalid value still fails.
+    svi = make_svi()
+    svi.step(torch.tensor([0.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="'obs'.*invalid observation"):
+        svi.step(torch.tensor(bad))
+
+
+def test_the_quick_check_never_proves_an_invalid_observation_valid():
+    from vitorch.infer.elbo import _obviously_valid
+
+    torch.manual_seed(0)
+    pool = torch.tensor([0.0, 1.0, 2.0, 3.0, 0.5, -1.0, 1e30, float("inf"), float("nan"), -0.0])
+    fns = [
+        dist.Bernoulli(torch.full((4,), 0.3)),
+        dist.Bernoulli(torch.full((2, 2), 0.3)).to_event(1),
+        dist.Poisson(torch.ones(4)),
+        dist.Binomial(3, torch.full((4,), 0.5)),  # support depends on the count: not proved
+    ]
+    proved = 0
+    for fn in fns:
+        for _ in range(200):
+            value = pool[torch.randint(len(pool), (4,))].reshape(fn.batch_shape + fn.event_shape)
+            try:
+                fn._validate_sample(value)
+                valid = True
+            except ValueError:
+                valid = False
+            if _obviously_valid(fn, value):
+                proved += 1
+                assert valid, (type(fn).__name__, value)
+            elif valid and not isinstance(fn, dist.Binomial):
+                raise AssertionError(f"valid data not proved: {type(fn).__name__} {value}")
+    assert proved > 20  # the quick path is actually taken

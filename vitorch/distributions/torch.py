@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.distributions as _td
+import torch.nn.functional as F
+from torch.distributions.utils import _standard_normal, broadcast_all
 
 from .distribution import TorchDistributionMixin
 
@@ -61,6 +64,24 @@ __all__ = [
 
 class Bernoulli(_td.Bernoulli, TorchDistributionMixin):
     __doc__ = _td.Bernoulli.__doc__
+
+    def log_prob(self, value):
+        # torch's, without broadcast_all when the shapes already agree (the usual case).
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.logits
+        if not (isinstance(value, torch.Tensor) and value.shape == logits.shape):
+            logits, value = broadcast_all(logits, value)
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="none")
+
+    def _log_prob_sum(self, value):
+        """``log_prob(value).sum()`` in one reduction (the ELBO's per-site total)."""
+        if self._validate_args:
+            self._validate_sample(value)
+        logits = self.logits
+        if not (isinstance(value, torch.Tensor) and value.shape == logits.shape):
+            return self.log_prob(value).sum()
+        return -F.binary_cross_entropy_with_logits(logits, value, reduction="sum")
 
 
 class Beta(_td.Beta, TorchDistributionMixin):
@@ -180,11 +201,30 @@ class NegativeBinomial(_td.NegativeBinomial, TorchDistributionMixin):
 class Normal(_td.Normal, TorchDistributionMixin):
     __doc__ = _td.Normal.__doc__
 
+    # (draw, its noise, the draw's version counter) of the last rsample, see log_prob.
+    _draw: tuple[torch.Tensor, torch.Tensor, int] | None = None
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(torch.Size(sample_shape))
+        eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
+        value = self.loc + eps * self.scale
+        self._draw = (value, eps, value._version)
+        return value
+
     def log_prob(self, value):
-        # Same density as torch's, with tensor methods only: torch's version goes through
-        # Python-level reflected operators (rsub, rpow) that cost more than the math.
+        # A draw of this very distribution, z = loc + eps * scale, scores as
+        # -eps^2 / 2 - log(scale) - log(2 pi) / 2: as a function of loc and scale (and of
+        # anything upstream of them) that is the general formula exactly, so the value and
+        # every gradient through z are the same, at half the autograd nodes. This is what
+        # a guide does at every step: score its own sample. Any other value (or a draw
+        # modified in place since) takes the general formula.
         if self._validate_args:
             self._validate_sample(value)
+        draw = self._draw
+        if draw is not None and value is draw[0] and value._version == draw[2]:
+            return draw[1].square().mul_(-0.5).sub(self.scale.log()).sub(_HALF_LOG_2PI)
+        # Same density as torch's, with tensor methods only: torch's version goes through
+        # Python-level reflected operators (rsub, rpow) that cost more than the math.
         scale = self.scale
         z = (value - self.loc) / scale
         return z.square().mul(-0.5).sub(scale.log()).sub(_HALF_LOG_2PI)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.distributions import Distribution, Independent
+from torch.distributions import Distribution, Independent, constraints
 from torch.distributions.kl import _dispatch_kl, kl_divergence
 
 from ..handlers.block import BlockMessenger
@@ -68,6 +68,35 @@ def _validation_switched_off(fn: Any) -> bool:
             return True
         fn = getattr(fn, "base_dist", None)
     return False
+
+
+def _obviously_valid(fn: Any, value: Any) -> bool:
+    """True when ``value`` is a valid observation of ``fn``, proved by a cheaper test.
+
+    For 0/1 data (Bernoulli) and counts (Poisson, Binomial, ...) held in a float tensor of
+    ``fn``'s exact shape, the range and the integrality take three reductions instead of
+    torch's elementwise comparisons; False means "not proved" (torch's check decides and
+    words the error).
+    """
+    if not (
+        isinstance(value, torch.Tensor)
+        and value.is_floating_point()
+        and value.numel() > 0
+        and value.shape == fn.batch_shape + fn.event_shape
+    ):
+        return False
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if support is constraints.boolean:
+        upper = 1.0
+    elif support is constraints.nonnegative_integer:
+        upper = torch.finfo(value.dtype).max  # finite: inf is not a count
+    else:
+        return False
+    low, high = torch.aminmax(value)
+    # NaN fails every comparison and equality, so it is never proved valid here.
+    return bool(low >= 0) and bool(high <= upper) and torch.equal(value, value.round())
 
 
 def _counts(site: Message) -> bool:
@@ -198,7 +227,8 @@ class ELBO:
                 seen[name] = site.value
                 continue
             try:
-                site.fn._validate_sample(site.value)
+                if not _obviously_valid(site.fn, site.value):
+                    site.fn._validate_sample(site.value)
             except NotImplementedError:
                 pass  # a distribution without a declared support
             except (ValueError, RuntimeError) as err:
@@ -304,18 +334,27 @@ def _site_total(site: Message) -> torch.Tensor:
     fewer autograd nodes (a view and a reduction) per site.
     """
     fn = site.fn
-    if site.mask is not None or not isinstance(fn, Independent):
+    scale = site.scale
+    if (
+        site.mask is not None
+        or not isinstance(fn, Independent)
+        or (isinstance(scale, torch.Tensor) and scale.dim() > 0)  # per-element weights
+    ):
         return _scaled_total(site)
     base = fn.base_dist
     while isinstance(base, Independent):
         base = base.base_dist
+    # A distribution may offer its total in one reduction (Bernoulli: one fused BCE).
+    log_prob_sum = getattr(base, "_log_prob_sum", None)
     try:
-        log_p = base.log_prob(site.value)
+        if log_prob_sum is not None:
+            total = log_prob_sum(site.value)
+        else:
+            total = base.log_prob(site.value).sum()
     except (ValueError, RuntimeError):
         return _scaled_total(site)  # let the general path raise its site-named error
-    total = log_p.sum()
-    if not _is_one(site.scale):
-        total = site.scale * total
+    if not _is_one(scale):
+        total = scale * total
     site.log_prob_sum = total
     return total
 
