@@ -99,3 +99,29 @@ def test_tensor_scale_weights_each_batch_element_of_an_independent_site(elbo_cls
         )
     ).sum()
     assert elbo_cls().loss(model, guide) == pytest.approx(expected.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "loc, scale",
+    [
+        (torch.zeros(3), torch.ones(3)),  # quick path: one shape
+        (torch.zeros(3), 2.0),  # quick path: tensor and number
+        (torch.zeros(3, 1), torch.ones(4)),  # torch's path: broadcasting
+        (0.5, 2),  # torch's path: numbers
+    ],
+)
+def test_normal_construction_matches_torch(loc, scale):
+    ours = dist.Normal(loc, scale)
+    ref = torch.distributions.Normal(loc, scale)
+    assert ours.batch_shape == ref.batch_shape
+    torch.testing.assert_close(ours.loc, ref.loc)
+    torch.testing.assert_close(ours.scale, ref.scale)
+    assert ours.loc.dtype == ref.loc.dtype and ours.scale.dtype == ref.scale.dtype
+    wide = ours.expand((2,) + tuple(ref.batch_shape))
+    assert type(wide) is dist.Normal and wide.batch_shape == (2,) + tuple(ref.batch_shape)
+
+
+@pytest.mark.parametrize("scale", [-1.0, torch.tensor([1.0, -1.0])])
+def test_normal_quick_construction_still_validates(scale):
+    with pytest.raises(ValueError, match="scale"):
+        dist.Normal(torch.zeros(2), scale, validate_args=True)

@@ -204,6 +204,29 @@ class Normal(_td.Normal, TorchDistributionMixin):
     # (draw, its noise, the draw's version counter) of the last rsample, see log_prob.
     _draw: tuple[torch.Tensor, torch.Tensor, int] | None = None
 
+    def __init__(self, loc, scale, validate_args=None):
+        # torch's, minus broadcast_all's generic checks in the two usual cases: two
+        # tensors of one shape, or a tensor and a Python number (Normal(mu, 1.0)).
+        if type(loc) is torch.Tensor:
+            if type(scale) is torch.Tensor:
+                if loc.shape == scale.shape:
+                    self.loc, self.scale = loc, scale
+                    _td.Distribution.__init__(self, loc.shape, validate_args=validate_args)
+                    return
+            elif type(scale) in (float, int):
+                self.loc = loc
+                self.scale = torch.tensor(scale, dtype=loc.dtype, device=loc.device).expand(
+                    loc.shape
+                )
+                _td.Distribution.__init__(self, loc.shape, validate_args=validate_args)
+                return
+        super().__init__(loc, scale, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        """Broadcast to ``batch_shape`` (torch's, kept for this class's ``__init__``)."""
+        new = self._get_checked_instance(Normal, _instance)
+        return super().expand(batch_shape, _instance=new)
+
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(torch.Size(sample_shape))
         eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
