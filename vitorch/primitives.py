@@ -137,13 +137,15 @@ def _named_parameters(
     ``module`` runs on every call of every model and guide, and torch's generator chain
     (named_parameters -> _named_members -> named_modules) costs as much as a small layer.
     """
-    seen.add(m)
+    # Ids, not the objects: Tensor.__hash__ is a Python-level method. Everything seen is
+    # alive for the whole walk (it belongs to the tree), so no id can be reused meanwhile.
+    seen.add(id(m))
     for key, p in m._parameters.items():
-        if p is not None and p not in seen:
-            seen.add(p)
+        if p is not None and id(p) not in seen:
+            seen.add(id(p))
             out.append((prefix + key, p))
     for key, child in m._modules.items():
-        if child is not None and child not in seen:
+        if child is not None and id(child) not in seen:
             _named_parameters(child, prefix + key + ".", out, seen)
     return out
 
