@@ -9,17 +9,9 @@ import torch
 
 import vitorch.optim as optim
 from vitorch.optim import _fused
-from vitorch.params import clear_param_store, get_param_store
+from vitorch.params import get_param_store
 
 pytestmark = pytest.mark.skipif(not _fused._enabled, reason="torch has no fused Adam kernel")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_store():
-    clear_param_store()
-    torch.manual_seed(0)
-    yield
-    clear_param_store()
 
 
 def _params(dtype=torch.float32):

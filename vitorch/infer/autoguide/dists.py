@@ -32,25 +32,6 @@ __all__ = ["Pushforward", "delta", "multivariate_normal", "normal"]
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 
-class _SelfScoringNormal(Normal):
-    """A Normal that remembers the noise of its last draw (see the module docstring)."""
-
-    _draw: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
-        shape = self._extended_shape(torch.Size(sample_shape))
-        eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
-        value = self.loc + eps * self.scale
-        self._draw = (value, eps)
-        return value
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        draw = self._draw
-        if draw is not None and value is draw[0]:
-            return -0.5 * draw[1].square() - self.scale.log() - _HALF_LOG_2PI
-        return super().log_prob(value)
-
-
 class _SelfScoringMultivariateNormal(MultivariateNormal):
     """A MultivariateNormal that remembers the noise of its last draw."""
 
@@ -73,8 +54,9 @@ class _SelfScoringMultivariateNormal(MultivariateNormal):
 
 
 def normal(loc: torch.Tensor, scale: torch.Tensor) -> Normal:
-    """``Normal(loc, scale)`` for two tensors of one shape."""
-    fn = _SelfScoringNormal.__new__(_SelfScoringNormal)
+    """``Normal(loc, scale)`` for two tensors of one shape (``Normal`` scores its own
+    draws from their noise already)."""
+    fn = Normal.__new__(Normal)
     fn.loc = loc
     fn.scale = scale
     Distribution.__init__(fn, loc.shape, validate_args=False)
