@@ -23,7 +23,7 @@ import torch
 from torch.optim import Adam, AdamW, Optimizer
 from torch.optim import optimizer as _torch_optimizer
 
-__all__ = ["fused_adam_step"]
+__all__ = ["forget_plan", "fused_adam_step"]
 
 _ADAM = getattr(torch, "_fused_adam_", None)
 _ADAMW = getattr(torch, "_fused_adamw_", None)
@@ -39,6 +39,65 @@ def _no_hooks(optimizer: Optimizer) -> bool:
         or _torch_optimizer._global_optimizer_pre_hooks
         or _torch_optimizer._global_optimizer_post_hooks
     )
+
+
+class _Plan:
+    """The kernel's argument lists for one set of parameters, kept between steps.
+
+    Built from ``optimizer.state`` when the set of parameters stepped changes; the steps'
+    counters become views of one tensor (``block``), so that incrementing them all is one
+    ``add_`` instead of a ``_foreach_add_`` over scalars. Each parameter's ``state["step"]``
+    is such a view: torch's own ``step()``, ``state_dict()`` and saving see ordinary tensors.
+    """
+
+    __slots__ = (
+        "params",
+        "states",
+        "exp_avgs",
+        "exp_avg_sqs",
+        "max_sqs",
+        "steps",
+        "block",
+        "amsgrad",
+        "state_obj",
+    )
+
+    def __init__(self, optimizer: Optimizer, params: list, amsgrad: bool) -> None:
+        state_of = optimizer.state
+        self.params = params
+        self.states = [state_of[p] for p in params]
+        for p, state in zip(params, self.states):
+            if not state:
+                # torch's lazy initialization for a fused group, field for field.
+                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if amsgrad and "max_exp_avg_sq" not in state:
+                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        self.block = torch.stack([state["step"] for state in self.states])
+        for i, state in enumerate(self.states):
+            state["step"] = self.block[i]
+        self.steps = [state["step"] for state in self.states]
+        self.exp_avgs = [state["exp_avg"] for state in self.states]
+        self.exp_avg_sqs = [state["exp_avg_sq"] for state in self.states]
+        self.max_sqs = [state["max_exp_avg_sq"] for state in self.states] if amsgrad else []
+        self.amsgrad = amsgrad
+        self.state_obj = state_of
+
+    def serves(self, optimizer: Optimizer, params: list, amsgrad: bool) -> bool:
+        mine = self.params
+        return (
+            optimizer.state is self.state_obj  # load_state_dict replaces it
+            and amsgrad == self.amsgrad
+            and len(params) == len(mine)
+            and all(a is b for a, b in zip(params, mine))
+            and all(st.get("step") is s for st, s in zip(self.states, self.steps))
+        )
+
+
+def forget_plan(optimizer: Optimizer) -> None:
+    """Drop the kept lists (call after changing ``optimizer.state`` entries directly)."""
+    optimizer.__dict__.pop("_vitorch_plan", None)
 
 
 def fused_adam_step(optimizer: Optimizer, group: dict[str, Any], params: list) -> bool:
@@ -57,45 +116,31 @@ def fused_adam_step(optimizer: Optimizer, group: dict[str, Any], params: list) -
         or not _no_hooks(optimizer)
     ):
         return False
-    amsgrad = group["amsgrad"]
-    state_of = optimizer.state
-    grads, exp_avgs, exp_avg_sqs, max_sqs, steps, live = [], [], [], [], [], []
-    device = None
-    for p in params:
-        g = p.grad
-        if g is None:
-            continue
-        if g.is_sparse or p.is_complex() or (device is not None and p.device != device):
-            return False
-        device = p.device
-        state = state_of[p]
-        if not state:
-            # torch's lazy initialization for a fused group, field for field.
-            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if amsgrad:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        live.append(p)
-        grads.append(g)
-        exp_avgs.append(state["exp_avg"])
-        exp_avg_sqs.append(state["exp_avg_sq"])
-        if amsgrad:
-            max_sqs.append(state["max_exp_avg_sq"])
-        steps.append(state["step"])
-    if not live:
+    grads = [p.grad for p in params]
+    if any(g is None or g.is_sparse for g in grads):
+        return False  # torch's step() skips the missing ones and words the sparse error
+    if not params:
         return True
+    # One kernel call takes one device and one dtype (torch's step() groups by them).
+    first = params[0]
+    device, dtype = first.device, first.dtype
+    if any(p.device != device or p.dtype != dtype for p in params):
+        return False
+    amsgrad = group["amsgrad"]
+    plan = optimizer.__dict__.get("_vitorch_plan")
+    if plan is None or not plan.serves(optimizer, params, amsgrad):
+        plan = optimizer.__dict__["_vitorch_plan"] = _Plan(optimizer, list(params), amsgrad)
     kernel = _ADAMW if group.get("decoupled_weight_decay", type(optimizer) is AdamW) else _ADAM
     with torch.no_grad():
-        torch._foreach_add_(steps, 1)
+        plan.block.add_(1)
         try:
             kernel(
-                live,
+                plan.params,
                 grads,
-                exp_avgs,
-                exp_avg_sqs,
-                max_sqs,
-                steps,
+                plan.exp_avgs,
+                plan.exp_avg_sqs,
+                plan.max_sqs,
+                plan.steps,
                 amsgrad=amsgrad,
                 lr=lr,
                 beta1=beta1,
@@ -106,10 +151,12 @@ def fused_adam_step(optimizer: Optimizer, group: dict[str, Any], params: list) -
                 grad_scale=None,
                 found_inf=None,
             )
-        except (TypeError, RuntimeError):
-            # Undo the counter so that the regular step() starts from the same state.
-            torch._foreach_sub_(steps, 1)
-            _enabled = False
+        except (TypeError, RuntimeError) as err:
+            # Undo the counters so that the regular step() starts from the same state
+            # (and raises its own error if the update itself is impossible).
+            plan.block.sub_(1)
+            if isinstance(err, TypeError):  # a torch whose kernel takes other arguments
+                _enabled = False
             return False
     # What Optimizer.step's wrapper records (lr schedulers check it).
     optimizer._opt_called = True  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ import torch
 from torch.optim import Optimizer
 
 from .._io import atomic_save, safe_load
-from ._fused import fused_adam_step
+from ._fused import forget_plan, fused_adam_step
 from .clipped_adam import ClippedAdam as _TorchClippedAdam
 
 __all__ = ["PyroOptim", "ClippedAdam"]
@@ -218,6 +218,7 @@ def _load_param_state(optimizer: Optimizer, group: dict, p: torch.Tensor, saved:
             value = _copy(value)
         state[key] = value
     optimizer.state[p] = state
+    forget_plan(optimizer)
 
 
 # Optimizers whose single fused kernel does the same update as their per-tensor loop
@@ -534,6 +535,7 @@ class PyroOptim:
             del self._param_of_name[name]
         self._clip_of.pop(id(p), None)
         c.optimizer.state.pop(p, None)
+        forget_plan(c.optimizer)
         # Identity, not ==: tensor equality is elementwise.
         c.group["params"] = [q for q in c.group["params"] if q is not p]
         if not c.group["params"]:
