@@ -125,3 +125,37 @@ def test_normal_construction_matches_torch(loc, scale):
 def test_normal_quick_construction_still_validates(scale):
     with pytest.raises(ValueError, match="scale"):
         dist.Normal(torch.zeros(2), scale, validate_args=True)
+
+
+def test_bernoulli_logits_from_probs_match_torch_in_value_and_gradient():
+    probs = torch.cat([torch.rand(1000), torch.tensor([0.0, 1.0, 1e-9, 1 - 1e-8, 0.5, 2e-7])])
+    probs.requires_grad_()
+    ours = dist.Bernoulli(probs).logits
+    ref = torch.distributions.Bernoulli(probs).logits
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=2e-6)
+    (g1,) = torch.autograd.grad(ours.sum(), probs)
+    (g2,) = torch.autograd.grad(ref.sum(), probs)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=0.0)
+    assert torch.isfinite(ours).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"probs": torch.tensor([0.2, 0.9])},
+        {"logits": torch.tensor([[0.3], [-2.0]])},
+        {"probs": 0.25},  # torch's path: a number
+    ],
+)
+def test_bernoulli_construction_matches_torch(kwargs):
+    ours = dist.Bernoulli(**kwargs)
+    ref = torch.distributions.Bernoulli(**kwargs)
+    assert ours.batch_shape == ref.batch_shape
+    torch.testing.assert_close(ours.probs, ref.probs)
+    torch.testing.assert_close(ours.logits, ref.logits, rtol=1e-5, atol=1e-6)
+    wide = ours.expand((3,) + tuple(ref.batch_shape))
+    assert type(wide) is dist.Bernoulli and wide.batch_shape == (3,) + tuple(ref.batch_shape)
+    with pytest.raises(ValueError):
+        dist.Bernoulli(probs=torch.tensor([0.5]), logits=torch.tensor([0.0]))
+    with pytest.raises(ValueError):
+        dist.Bernoulli(probs=torch.tensor([1.5]), validate_args=True)

@@ -11,7 +11,7 @@ import math
 import torch
 import torch.distributions as _td
 import torch.nn.functional as F
-from torch.distributions.utils import _standard_normal, broadcast_all
+from torch.distributions.utils import _standard_normal, broadcast_all, lazy_property
 
 from .distribution import TorchDistributionMixin
 
@@ -64,6 +64,32 @@ __all__ = [
 
 class Bernoulli(_td.Bernoulli, TorchDistributionMixin):
     __doc__ = _td.Bernoulli.__doc__
+
+    def __init__(self, probs=None, logits=None, validate_args=None):
+        # torch's, without broadcast_all (and its alias node in the graph) for one tensor.
+        if (probs is None) != (logits is None):
+            param = logits if probs is None else probs
+            if type(param) is torch.Tensor:
+                if probs is None:
+                    self.logits = param
+                else:
+                    self.probs = param
+                self._param = param
+                _td.Distribution.__init__(self, param.shape, validate_args=validate_args)
+                return
+        super().__init__(probs, logits, validate_args=validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        """Broadcast to ``batch_shape`` (torch's, kept for this class's ``__init__``)."""
+        new = self._get_checked_instance(Bernoulli, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    @lazy_property
+    def logits(self):
+        # log p - log(1 - p) with p clamped to [eps, 1 - eps], as torch's probs_to_logits,
+        # in one kernel instead of five (values agree to float rounding, gradients too).
+        probs = self.probs
+        return torch.logit(probs, torch.finfo(probs.dtype).eps)
 
     def log_prob(self, value):
         # torch's, without broadcast_all when the shapes already agree (the usual case).
