@@ -11,8 +11,10 @@ kernel call) and nothing else, so the optimizer state stays torch's: ``state_dic
 
 It declines (returns False, and the caller runs ``optimizer.step()``) whenever the group
 is not the plain case: not a fused ``Adam``/``AdamW`` we built, hooks registered, a tensor
-learning rate, capturable or differentiable mode, complex or sparse gradients, parameters
-on several devices, or a torch without the kernel.
+learning rate or betas, capturable or differentiable mode, a missing or sparse gradient,
+parameters on several devices or of several dtypes, or a torch without the kernel.
+Between steps it keeps the kernel's argument lists (:class:`_Plan`) for the set of
+parameters last stepped.
 """
 
 from __future__ import annotations
