@@ -1,5 +1,6 @@
 """Inference: ``SVI``, the ELBOs, ``Predictive`` and the autoguides (``vitorch.infer.autoguide``)."""
 
+from .distributed import DistributedSVI, shard
 from .elbo import (
     ELBO,
     JitTrace_ELBO,
@@ -13,6 +14,7 @@ from .summary import summary
 from .svi import SVI
 
 __all__ = [
+    "DistributedSVI",
     "ELBO",
     "JitTraceMeanField_ELBO",
     "JitTrace_ELBO",
@@ -21,5 +23,6 @@ __all__ = [
     "SVI",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "shard",
     "summary",
 ]

@@ -87,17 +87,19 @@ class SVI:
             value, params = self._compute(args, kwargs)
         except BaseException:
             # A failed step must not leave half-accumulated gradients behind.
-            for p in _PARAM_STORE._params.values():
-                p.grad = None
+            _clear_grads(_PARAM_STORE._params.values())
             raise
+        self._update(params)
+        return value
+
+    def _update(self, params: dict[str, torch.Tensor]) -> None:
+        """Step the optimizer on ``params`` (their gradients are set), then drop the gradients."""
         step_named = getattr(self.optim, "step_named", None)
         if step_named is not None:
             step_named(params)
         else:
             self.optim(list(params.values()))
-        for p in params.values():
-            p.grad = None
-        return value
+        _clear_grads(params.values())
 
     def run(self, num_steps: int, *args: Any, **kwargs: Any):
         """Run ``num_steps`` steps with progress, convergence checks and checkpoints.
@@ -114,3 +116,8 @@ class SVI:
             if isinstance(self.loss, ELBO):
                 return self.loss.loss(self.model, self.guide, *args, **kwargs)
             return float(self.loss(self.model, self.guide, *args, **kwargs))
+
+
+def _clear_grads(params: Any) -> None:
+    for p in params:
+        p.grad = None
