@@ -7,15 +7,22 @@ manager (``with trace() as tr: model(*args)``).
 from ..runtime import Message, Messenger, am_i_wrapped, apply_stack
 from .block import BlockMessenger, block
 from .condition import ConditionMessenger, SubstituteMessenger, condition, substitute
+from .do import DoMessenger, do
+from .infer_config import InferConfigMessenger, infer_config
+from .lift import LiftMessenger, lift
 from .plate import PlateMessenger
 from .replay import ReplayMessenger, replay
 from .scale import MaskMessenger, ScaleMessenger, mask, scale
 from .seed import SeedMessenger, seed
 from .trace import Trace, TraceMessenger, trace
+from .uncondition import UnconditionMessenger, uncondition
 
 __all__ = [
     "BlockMessenger",
     "ConditionMessenger",
+    "DoMessenger",
+    "InferConfigMessenger",
+    "LiftMessenger",
     "MaskMessenger",
     "Message",
     "Messenger",
@@ -26,14 +33,19 @@ __all__ = [
     "SubstituteMessenger",
     "Trace",
     "TraceMessenger",
+    "UnconditionMessenger",
     "am_i_wrapped",
     "apply_stack",
     "block",
     "condition",
+    "do",
+    "infer_config",
+    "lift",
     "mask",
     "replay",
     "scale",
     "seed",
     "substitute",
     "trace",
+    "uncondition",
 ]
