@@ -3,6 +3,8 @@
 - :class:`AutoNormal`, :class:`AutoDelta`: one distribution per latent site.
 - :class:`AutoDiagonalNormal`, :class:`AutoMultivariateNormal`,
   :class:`AutoLowRankMultivariateNormal`: one Normal over all latent sites, flattened.
+- :class:`AutoLaplaceApproximation`: MAP over the latent vector, then a Gaussian with the
+  inverse Hessian as covariance (``laplace_approximation()``).
 - :class:`AutoGuideList`: several guides over disjoint sites of one model.
 - Initialization strategies (``init_to_median`` ...), also in
   :mod:`vitorch.infer.autoguide.initialization`.
@@ -23,6 +25,7 @@ from .initialization import (
     init_to_uniform,
     init_to_value,
 )
+from .laplace import AutoLaplaceApproximation
 from .normal import AutoDelta, AutoNormal
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "AutoDiagonalNormal",
     "AutoGuide",
     "AutoGuideList",
+    "AutoLaplaceApproximation",
     "AutoLowRankMultivariateNormal",
     "AutoMultivariateNormal",
     "AutoNormal",
