@@ -36,10 +36,10 @@ estimate of the full loss and so is their average; with equal shards of a determ
 objective the averaged gradient is the full-data gradient itself (tests check both).
 Save checkpoints from one worker only (``run(checkpoint=...)`` on rank 0). Resuming
 from it (every worker loads the same file) restores the parameters and optimizer state
-everywhere, but also rank 0's random state on every worker: their draws then coincide
-until each is reseeded (``vitorch.set_rng_seed(seed + rank)`` after the resume), which
-costs variance, not correctness. Per-worker random streams in the checkpoint would make
-a resumed data-parallel run bit-exact; they are not saved yet.
+everywhere, but also rank 0's random state on every worker, so that their Monte Carlo
+draws coincide from then on: the averaged gradient stays unbiased, with the variance of
+one worker's draw. Per-worker random streams in the checkpoint (not saved yet) would make
+a resumed data-parallel run continue exactly.
 """
 
 from __future__ import annotations
