@@ -35,8 +35,9 @@ def main() -> None:
     rank, world = int(rank), int(world)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
-    # A different seed on every worker: the first step must still start them all alike.
-    vitorch.set_rng_seed(1000 + rank)
+    # A different seed on every worker (the first step must still start them all alike),
+    # except where the scenario is about one seed everywhere.
+    vitorch.set_rng_seed(0 if scenario == "same_seed" else 1000 + rank)
     x, y = regression_data()
     idx = shard(x.shape[0])
     record: dict = {"rank": rank}
@@ -53,6 +54,13 @@ def main() -> None:
                 regression_model, guide, vitorch.optim.Adam({"lr": 0.05}), Trace_ELBO()
             )
             record["losses"] = [svi.step(x, y, idx) for _ in range(40)]
+        elif scenario == "same_seed":
+            guide = AutoNormal(regression_model)
+            svi = DistributedSVI(
+                regression_model, guide, vitorch.optim.Adam({"lr": 0.05}), Trace_ELBO()
+            )
+            record["losses"] = [svi.step(x, y, idx) for _ in range(10)]
+            record["next_draw"] = torch.randn(3)
         elif scenario == "fail":
             calls = {"n": 0}
 

@@ -25,6 +25,7 @@ import _distributed_worker as worker  # noqa: E402
 
 def run_workers(tmp_path: Path, scenario: str, world: int = 2) -> list[dict]:
     """Start ``world`` worker processes and return what each saved."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     init = tmp_path / "rendezvous"
     outs = [tmp_path / f"rank{r}.pt" for r in range(world)]
     procs = [
@@ -80,6 +81,20 @@ def test_workers_with_different_seeds_stay_identical(tmp_path):
     # Each worker drew its own noise (different seeds), yet the copies agree bit for bit:
     # without the averaged gradients they would drift apart at the first step.
     assert first["losses"] == second["losses"]
+
+
+def test_workers_seeded_alike_get_their_own_random_streams(tmp_path):
+    # Same seed everywhere: without separate streams every worker would draw the same
+    # noise and the average would be one worker's gradient.
+    first, second = run_workers(tmp_path, "same_seed")
+    assert "error" not in first and "error" not in second
+    assert not torch.equal(first["next_draw"], second["next_draw"])
+    for name in first["params"]:
+        assert torch.equal(first["params"][name], second["params"][name]), name
+    # Reproducible: the streams derive from the common state and the rank.
+    again = run_workers(tmp_path / "again", "same_seed")
+    assert torch.equal(again[0]["next_draw"], first["next_draw"])
+    assert torch.equal(again[1]["next_draw"], second["next_draw"])
 
 
 def test_a_failing_worker_stops_every_worker_without_a_hang(tmp_path):

@@ -34,21 +34,24 @@ What one :meth:`DistributedSVI.step` does:
 With a plate subsampled and scaled to the full data, each worker's loss is an unbiased
 estimate of the full loss and so is their average; with equal shards of a deterministic
 objective the averaged gradient is the full-data gradient itself (tests check both).
-Save checkpoints from one worker only (``run(checkpoint=...)`` on rank 0). Resuming
-from it (every worker loads the same file) restores the parameters and optimizer state
-everywhere, but also rank 0's random state on every worker, so that their Monte Carlo
-draws coincide from then on: the averaged gradient stays unbiased, with the variance of
-one worker's draw. Per-worker random streams in the checkpoint (not saved yet) would make
-a resumed data-parallel run continue exactly.
+Workers that start a run with one random state (the same seed everywhere, or every
+worker resuming from rank 0's checkpoint) would draw the same noise and average identical
+gradients. The first step checks for that (one all-gather of a digest of torch's random
+state) and, only then, reseeds each worker with ``digest + rank``: still reproducible, and
+the draws differ. Save checkpoints from one worker only (``run(checkpoint=...)`` on rank
+0); a resumed run restores parameters and optimizer state everywhere and continues with
+those reseeded streams, not bit for bit as the uninterrupted run would have.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from ..handlers.seed import set_rng_seed
 from ..params import _PARAM_STORE
 from .elbo import ELBO, NonFiniteLossError
 from .svi import SVI, _clear_grads
@@ -115,10 +118,13 @@ class DistributedSVI(SVI):
         super().__init__(model, guide, optim, loss, **kwargs)
         self.process_group = process_group
         self._synced: set[str] = set()
+        self._streams_checked = False
 
     def step(self, *args: Any, **kwargs: Any) -> float:
         """One gradient step with gradients averaged over the workers; the mean loss."""
         dist = _distributed()
+        if not self._streams_checked:
+            self._separate_streams(dist)
         try:
             value, params, new = self._agreed_compute(dist, args, kwargs)
             if new:
@@ -133,6 +139,19 @@ class DistributedSVI(SVI):
         return value
 
     # -- the collectives -------------------------------------------------------------------
+    def _separate_streams(self, dist: Any) -> None:
+        """Reseed every worker (``digest + rank``) if they all hold one random state."""
+        group = self.process_group
+        world = dist.get_world_size(group)
+        # 48 bits of the state's hash: exact in a float64, which every backend moves.
+        digest = int(hashlib.sha256(torch.get_rng_state().numpy().tobytes()).hexdigest()[:12], 16)
+        mine = torch.tensor([float(digest)], dtype=torch.float64, device=_status_device(dist))
+        gathered = [torch.empty_like(mine) for _ in range(world)]
+        dist.all_gather(gathered, mine, group=group)
+        self._streams_checked = True
+        if world > 1 and all(bool(g == mine) for g in gathered):
+            set_rng_seed(digest + dist.get_rank(group))
+
     def _agreed_compute(self, dist: Any, args: tuple, kwargs: dict) -> tuple[float, dict, list]:
         """Evaluate locally, then agree with the others: everyone fine, same parameter layout.
 
