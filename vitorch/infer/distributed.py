@@ -170,9 +170,11 @@ class DistributedSVI(SVI):
             code = _OK
         numel = sum(p.numel() for p in params.values())
         new = sorted(name for name in params if name not in self._synced)
-        device = next(iter(params.values())).device if params else _status_device(dist)
+        # On the backend's device, not the parameters': a failed worker has none.
         mine = torch.tensor(
-            [code, len(params), numel, len(new), value], dtype=torch.float64, device=device
+            [code, len(params), numel, len(new), value],
+            dtype=torch.float64,
+            device=_status_device(dist),
         )
         group = self.process_group
         world = dist.get_world_size(group)
