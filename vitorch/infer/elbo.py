@@ -434,7 +434,11 @@ def _score_surrogate(
         signal: Any = 0.0
         for value, frames in terms:
             signal = signal + _sum_to(value, frames, target)
-        extra = extra + (site.unscaled_log_prob * signal).sum()
+        # The score is log q of the draw without the site's mask: a masked-out draw is not
+        # in the ELBO itself, but it still shapes every site after it (as in Pyro, whose
+        # score function is neither scaled nor masked).
+        score = site.unscaled_log_prob if site.mask is None else site.fn.log_prob(site.value)
+        extra = extra + (score * signal).sum()
         if not (analytic and site.name in analytic):
             extra = extra + site.log_prob_sum  # cancels the gradient of its -log q term
     return elbo + (extra - extra.detach())
