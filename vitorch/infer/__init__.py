@@ -1,4 +1,5 @@
-"""Inference: ``SVI``, the ELBOs, ``Predictive`` and the autoguides (``vitorch.infer.autoguide``)."""
+"""Inference: ``SVI`` (and ``DistributedSVI``), the ELBOs, ``Predictive`` and the autoguides
+(``vitorch.infer.autoguide``)."""
 
 from .distributed import DistributedSVI, shard
 from .elbo import (
@@ -12,15 +13,18 @@ from .elbo import (
 from .predictive import Predictive
 from .summary import summary
 from .svi import SVI
+from .tracegraph_elbo import JitTraceGraph_ELBO, TraceGraph_ELBO
 
 __all__ = [
     "DistributedSVI",
     "ELBO",
+    "JitTraceGraph_ELBO",
     "JitTraceMeanField_ELBO",
     "JitTrace_ELBO",
     "NonFiniteLossError",
     "Predictive",
     "SVI",
+    "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
     "shard",
