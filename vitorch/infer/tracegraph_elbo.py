@@ -14,6 +14,12 @@ and guide terms), plus the model sites that are children, in the model's graph, 
 those (their model terms only). Inside a vectorized plate each item of ``z`` gets only the
 terms of its own item, as in ``Trace_ELBO``.
 
+Recent Pyro releases (1.9) find the dependents of ``z`` by tracking which tensors carry its
+value instead. Both rules give unbiased gradients; they differ where a site comes after
+``z`` without using it (a plate of local sites after a global discrete one): the dense
+rule keeps those terms in ``z``'s cost, provenance tracking drops them and is a little
+less noisy there.
+
 Baselines come from the site's ``infer`` dict, as in Pyro::
 
     infer={"baseline": {"use_decaying_avg_baseline": True, "baseline_beta": 0.95}}
