@@ -443,3 +443,9 @@ __all__ = [
     "transform_to",
 ]
 __all__.extend(n for n in _torch_transforms if n not in __all__)
+
+# Last: the flow's module imports vitorch.nn, which must not be needed while the
+# registrations above run.
+from .affine_autoregressive import AffineAutoregressive, affine_autoregressive  # noqa: E402
+
+__all__ += ["AffineAutoregressive", "affine_autoregressive"]

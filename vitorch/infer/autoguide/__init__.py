@@ -3,6 +3,7 @@
 - :class:`AutoNormal`, :class:`AutoDelta`: one distribution per latent site.
 - :class:`AutoDiagonalNormal`, :class:`AutoMultivariateNormal`,
   :class:`AutoLowRankMultivariateNormal`: one Normal over all latent sites, flattened.
+- :class:`AutoIAFNormal`: a Normal pushed through inverse autoregressive flows.
 - :class:`AutoLaplaceApproximation`: MAP over the latent vector, then a Gaussian with the
   inverse Hessian as covariance (``laplace_approximation()``).
 - :class:`AutoGuideList`: several guides over disjoint sites of one model.
@@ -17,6 +18,7 @@ from .continuous import (
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
 )
+from .iaf import AutoIAFNormal
 from .initialization import (
     init_to_feasible,
     init_to_mean,
@@ -35,6 +37,7 @@ __all__ = [
     "AutoDiagonalNormal",
     "AutoGuide",
     "AutoGuideList",
+    "AutoIAFNormal",
     "AutoLaplaceApproximation",
     "AutoLowRankMultivariateNormal",
     "AutoMultivariateNormal",
