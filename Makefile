@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/autoguides.py
 	$(PY) benchmarks/mvn_estimators.py
 	$(PY) benchmarks/vae.py
+	$(PY) benchmarks/data_parallel.py
 
 clean:
 	rm -rf $(VENV) vitorch-demo
