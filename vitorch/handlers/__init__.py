@@ -8,6 +8,7 @@ from ..runtime import Message, Messenger, am_i_wrapped, apply_stack
 from .block import BlockMessenger, block
 from .condition import ConditionMessenger, SubstituteMessenger, condition, substitute
 from .do import DoMessenger, do
+from .enum import EnumMessenger, enum
 from .infer_config import InferConfigMessenger, infer_config
 from .lift import LiftMessenger, lift
 from .plate import PlateMessenger
@@ -21,6 +22,7 @@ __all__ = [
     "BlockMessenger",
     "ConditionMessenger",
     "DoMessenger",
+    "EnumMessenger",
     "InferConfigMessenger",
     "LiftMessenger",
     "MaskMessenger",
@@ -39,6 +41,7 @@ __all__ = [
     "block",
     "condition",
     "do",
+    "enum",
     "infer_config",
     "lift",
     "mask",

@@ -13,20 +13,24 @@ from .elbo import (
 from .predictive import Predictive
 from .summary import summary
 from .svi import SVI
+from .traceenum_elbo import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate
 from .tracegraph_elbo import JitTraceGraph_ELBO, TraceGraph_ELBO
 
 __all__ = [
     "DistributedSVI",
     "ELBO",
+    "JitTraceEnum_ELBO",
     "JitTraceGraph_ELBO",
     "JitTraceMeanField_ELBO",
     "JitTrace_ELBO",
     "NonFiniteLossError",
     "Predictive",
     "SVI",
+    "TraceEnum_ELBO",
     "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
     "Trace_ELBO",
+    "config_enumerate",
     "shard",
     "summary",
 ]
