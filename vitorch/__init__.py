@@ -8,12 +8,22 @@
 ...         vitorch.sample("obs", dist.Normal(loc, 1.0), obs=data)
 """
 
-from . import distributions, handlers, infer, nn, optim, poutine
+from . import distributions, handlers, infer, nn, ops, optim, poutine
 from .distributions import enable_validation, is_validation_enabled, validation_enabled
-from .handlers import condition
+from .handlers import condition, do, markov
 from .handlers.seed import set_rng_seed
 from .params import clear_param_store, get_param_store
-from .primitives import barrier, deterministic, factor, module, param, plate, sample, subsample
+from .primitives import (
+    barrier,
+    deterministic,
+    factor,
+    module,
+    param,
+    plate,
+    plate_stack,
+    sample,
+    subsample,
+)
 
 __version__ = "0.1.0"
 
@@ -23,6 +33,7 @@ __all__ = [
     "clear_param_store",
     "condition",
     "deterministic",
+    "do",
     "distributions",
     "enable_validation",
     "factor",
@@ -30,11 +41,14 @@ __all__ = [
     "handlers",
     "infer",
     "is_validation_enabled",
+    "markov",
     "module",
     "nn",
+    "ops",
     "optim",
     "param",
     "plate",
+    "plate_stack",
     "poutine",
     "sample",
     "set_rng_seed",

@@ -7,7 +7,8 @@ that calling a model as a plain function costs no more than the tensor work it d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -241,3 +242,15 @@ def subsample(data: torch.Tensor, event_dim: int) -> torch.Tensor:
         if data.dim() >= -tensor_dim and data.shape[tensor_dim] == handler.size:
             data = data.index_select(tensor_dim, handler._indices.to(data.device))
     return data
+
+
+@contextlib.contextmanager
+def plate_stack(prefix: str, sizes: Sequence[int], rightmost_dim: int = -1) -> Iterator[None]:
+    """Nested plates ``prefix_0`` (rightmost, at ``rightmost_dim``), ``prefix_1``, ... for
+    a batch of shape ``sizes`` (Pyro's ``plate_stack``)."""
+    if not isinstance(rightmost_dim, int) or rightmost_dim >= 0:
+        raise ValueError(f"plate_stack: rightmost_dim must be a negative int, got {rightmost_dim!r}")
+    with contextlib.ExitStack() as stack:
+        for i, size in enumerate(reversed(tuple(sizes))):
+            stack.enter_context(plate(f"{prefix}_{i}", size, dim=rightmost_dim - i))
+        yield

@@ -11,6 +11,7 @@ from .do import DoMessenger, do
 from .enum import EnumMessenger, enum
 from .infer_config import InferConfigMessenger, infer_config
 from .lift import LiftMessenger, lift
+from .markov import MarkovMessenger, markov
 from .plate import PlateMessenger
 from .replay import ReplayMessenger, replay
 from .scale import MaskMessenger, ScaleMessenger, mask, scale
@@ -25,6 +26,7 @@ __all__ = [
     "EnumMessenger",
     "InferConfigMessenger",
     "LiftMessenger",
+    "MarkovMessenger",
     "MaskMessenger",
     "Message",
     "Messenger",
@@ -44,6 +46,7 @@ __all__ = [
     "enum",
     "infer_config",
     "lift",
+    "markov",
     "mask",
     "replay",
     "scale",
