@@ -13,6 +13,7 @@ from .infer_config import InferConfigMessenger, infer_config
 from .lift import LiftMessenger, lift
 from .markov import MarkovMessenger, markov
 from .plate import PlateMessenger
+from .reparam import ReparamMessenger, reparam
 from .replay import ReplayMessenger, replay
 from .scale import MaskMessenger, ScaleMessenger, mask, scale
 from .seed import SeedMessenger, seed
@@ -31,6 +32,7 @@ __all__ = [
     "Message",
     "Messenger",
     "PlateMessenger",
+    "ReparamMessenger",
     "ReplayMessenger",
     "ScaleMessenger",
     "SeedMessenger",
@@ -48,6 +50,7 @@ __all__ = [
     "lift",
     "markov",
     "mask",
+    "reparam",
     "replay",
     "scale",
     "seed",

@@ -1,6 +1,7 @@
 """Inference: ``SVI`` (and ``DistributedSVI``), the ELBOs, ``Predictive`` and the autoguides
 (``vitorch.infer.autoguide``)."""
 
+from . import reparam  # noqa: F401  (vitorch.infer.reparam.LocScaleReparam, ...)
 from .distributed import DistributedSVI, shard
 from .elbo import (
     ELBO,
