@@ -249,7 +249,9 @@ def plate_stack(prefix: str, sizes: Sequence[int], rightmost_dim: int = -1) -> I
     """Nested plates ``prefix_0`` (rightmost, at ``rightmost_dim``), ``prefix_1``, ... for
     a batch of shape ``sizes`` (Pyro's ``plate_stack``)."""
     if not isinstance(rightmost_dim, int) or rightmost_dim >= 0:
-        raise ValueError(f"plate_stack: rightmost_dim must be a negative int, got {rightmost_dim!r}")
+        raise ValueError(
+            f"plate_stack: rightmost_dim must be a negative int, got {rightmost_dim!r}"
+        )
     with contextlib.ExitStack() as stack:
         for i, size in enumerate(reversed(tuple(sizes))):
             stack.enter_context(plate(f"{prefix}_{i}", size, dim=rightmost_dim - i))

@@ -8,6 +8,21 @@ from . import constraints, kl, transforms
 from .avf_mvn import AVFMultivariateNormal
 from .delta import Delta
 from .distribution import TorchDistribution, TorchDistributionMixin
+from .extra import (
+    AffineBeta,
+    AsymmetricLaplace,
+    BetaBinomial,
+    DirichletMultinomial,
+    FoldedDistribution,
+    GammaPoisson,
+    ImproperUniform,
+    Logistic,
+    MultivariateStudentT,
+    SoftLaplace,
+    ZeroInflatedDistribution,
+    ZeroInflatedNegativeBinomial,
+    ZeroInflatedPoisson,
+)
 from .kl import kl_divergence, register_kl
 from .masked import MaskedDistribution
 from .omt_mvn import OMTMultivariateNormal
@@ -39,6 +54,19 @@ def validation_enabled(is_validate: bool = True):
 
 __all__ = [
     "AVFMultivariateNormal",
+    "AffineBeta",
+    "AsymmetricLaplace",
+    "BetaBinomial",
+    "DirichletMultinomial",
+    "FoldedDistribution",
+    "GammaPoisson",
+    "ImproperUniform",
+    "Logistic",
+    "MultivariateStudentT",
+    "SoftLaplace",
+    "ZeroInflatedDistribution",
+    "ZeroInflatedNegativeBinomial",
+    "ZeroInflatedPoisson",
     "Delta",
     "Distribution",
     "MaskedDistribution",

@@ -28,9 +28,7 @@ def vindex(tensor: torch.Tensor, args: Any) -> torch.Tensor:
     if any(a is Ellipsis for a in args):
         raise ValueError("Vindex: only a leading ... is supported, as in Pyro")
     if len(args) > tensor.dim():
-        raise ValueError(
-            f"Vindex: {len(args)} indices for a tensor of shape {tuple(tensor.shape)}"
-        )
+        raise ValueError(f"Vindex: {len(args)} indices for a tensor of shape {tuple(tensor.shape)}")
     batch_dims = tensor.dim() - len(args)
     n_slices = sum(isinstance(a, slice) for a in args)
     device = tensor.device
