@@ -8,7 +8,7 @@
 ...         vitorch.sample("obs", dist.Normal(loc, 1.0), obs=data)
 """
 
-from . import distributions, handlers, infer, nn, ops, optim, poutine
+from . import distributions, handlers, infer, nn, ops, optim, poutine, util
 from .distributions import enable_validation, is_validation_enabled, validation_enabled
 from .handlers import condition, do, markov
 from .handlers.seed import set_rng_seed
@@ -53,5 +53,6 @@ __all__ = [
     "sample",
     "set_rng_seed",
     "subsample",
+    "util",
     "validation_enabled",
 ]

@@ -1,6 +1,7 @@
 """Inference: ``SVI`` (and ``DistributedSVI``), the ELBOs, ``Predictive`` and the autoguides
 (``vitorch.infer.autoguide``)."""
 
+from ..distributions import enable_validation, is_validation_enabled
 from . import reparam  # noqa: F401  (vitorch.infer.reparam.LocScaleReparam, ...)
 from .distributed import DistributedSVI, shard
 from .elbo import (
@@ -32,6 +33,8 @@ __all__ = [
     "TraceMeanField_ELBO",
     "Trace_ELBO",
     "config_enumerate",
+    "enable_validation",
+    "is_validation_enabled",
     "shard",
     "summary",
 ]
