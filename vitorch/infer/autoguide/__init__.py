@@ -3,6 +3,9 @@
 - :class:`AutoNormal`, :class:`AutoDelta`: one distribution per latent site.
 - :class:`AutoDiagonalNormal`, :class:`AutoMultivariateNormal`,
   :class:`AutoLowRankMultivariateNormal`: one Normal over all latent sites, flattened.
+- :class:`AutoNormalMessenger`, :class:`AutoHierarchicalNormalMessenger`,
+  :class:`AutoRegressiveMessenger`: guides that run the model itself and replace each latent
+  site's prior (evaluated at the upstream draws) with a learned posterior.
 - :class:`AutoIAFNormal`: a Normal pushed through inverse autoregressive flows.
 - :class:`AutoLaplaceApproximation`: MAP over the latent vector, then a Gaussian with the
   inverse Hessian as covariance (``laplace_approximation()``).
@@ -17,6 +20,12 @@ from .continuous import (
     AutoDiagonalNormal,
     AutoLowRankMultivariateNormal,
     AutoMultivariateNormal,
+)
+from .effect import (
+    AutoHierarchicalNormalMessenger,
+    AutoMessenger,
+    AutoNormalMessenger,
+    AutoRegressiveMessenger,
 )
 from .iaf import AutoIAFNormal
 from .initialization import (
@@ -37,11 +46,15 @@ __all__ = [
     "AutoDiagonalNormal",
     "AutoGuide",
     "AutoGuideList",
+    "AutoHierarchicalNormalMessenger",
     "AutoIAFNormal",
     "AutoLaplaceApproximation",
     "AutoLowRankMultivariateNormal",
+    "AutoMessenger",
     "AutoMultivariateNormal",
     "AutoNormal",
+    "AutoNormalMessenger",
+    "AutoRegressiveMessenger",
     "init_to_feasible",
     "init_to_mean",
     "init_to_median",
