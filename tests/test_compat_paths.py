@@ -104,3 +104,26 @@ def test_infer_namespace_has_validation_switches():
     assert not infer.is_validation_enabled()
     infer.enable_validation(True)
     assert infer.is_validation_enabled()
+
+
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("trace_elbo", "Trace_ELBO"),
+        ("trace_mean_field_elbo", "TraceMeanField_ELBO"),
+        ("tracegraph_elbo", "TraceGraph_ELBO"),
+        ("traceenum_elbo", "TraceEnum_ELBO"),
+        ("renyi_elbo", "RenyiELBO"),
+        ("trace_tail_adaptive_elbo", "TraceTailAdaptive_ELBO"),
+        ("importance", "Importance"),
+        ("abstract_infer", "EmpiricalMarginal"),
+        ("enum", "config_enumerate"),
+        ("svi", "SVI"),
+        ("predictive", "Predictive"),
+    ],
+)
+def test_pyro_infer_module_paths(module, name):
+    from vitorch import infer
+
+    mod = importlib.import_module(f"vitorch.infer.{module}")
+    assert getattr(mod, name) is getattr(infer, name)

@@ -12,25 +12,33 @@ from .elbo import (
     Trace_ELBO,
     TraceMeanField_ELBO,
 )
+from .importance import EmpiricalMarginal, Importance, TracePosterior
 from .predictive import Predictive
+from .renyi_elbo import RenyiELBO
 from .summary import summary
 from .svi import SVI
+from .tail_adaptive_elbo import TraceTailAdaptive_ELBO
 from .traceenum_elbo import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate
 from .tracegraph_elbo import JitTraceGraph_ELBO, TraceGraph_ELBO
 
 __all__ = [
     "DistributedSVI",
     "ELBO",
+    "EmpiricalMarginal",
+    "Importance",
     "JitTraceEnum_ELBO",
     "JitTraceGraph_ELBO",
     "JitTraceMeanField_ELBO",
     "JitTrace_ELBO",
     "NonFiniteLossError",
     "Predictive",
+    "RenyiELBO",
     "SVI",
     "TraceEnum_ELBO",
     "TraceGraph_ELBO",
     "TraceMeanField_ELBO",
+    "TracePosterior",
+    "TraceTailAdaptive_ELBO",
     "Trace_ELBO",
     "config_enumerate",
     "enable_validation",
@@ -38,3 +46,21 @@ __all__ = [
     "shard",
     "summary",
 ]
+
+
+def _alias_pyro_module_paths() -> None:
+    # Pyro's module names inside pyro.infer that code imports from directly.
+    import importlib
+    import sys
+
+    for pyro_name, ours in {
+        "trace_elbo": "elbo",
+        "trace_mean_field_elbo": "elbo",
+        "trace_tail_adaptive_elbo": "tail_adaptive_elbo",
+        "abstract_infer": "importance",
+        "enum": "traceenum_elbo",
+    }.items():
+        sys.modules[f"{__name__}.{pyro_name}"] = importlib.import_module(f"{__name__}.{ours}")
+
+
+_alias_pyro_module_paths()
