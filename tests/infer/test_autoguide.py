@@ -16,6 +16,9 @@ import math
 
 import pytest
 import torch
+from _regression import exact_posterior as _exact_posterior
+from _regression import regression
+from _regression import regression_data as _regression_data
 
 import vitorch
 import vitorch.distributions as dist
@@ -49,32 +52,6 @@ def fit(model, guide, loss, steps: int, *args, lr: float = 0.05, final: float = 
 
 
 # -- Bayesian linear regression, exact posterior ------------------------------------------
-N, SIGMA, TAU = 30, 0.5, 1.0
-
-
-def _regression_data() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x1 = torch.randn(N, generator=g)
-    x2 = x1 + 0.4 * torch.randn(N, generator=g)  # strongly correlated with x1
-    X = torch.stack([x1, x2], -1)
-    y = X @ torch.tensor([1.0, -0.5]) + 0.3 + SIGMA * torch.randn(N, generator=g)
-    return X, y
-
-
-def regression(X: torch.Tensor, y: torch.Tensor) -> None:
-    w = vitorch.sample("w", dist.Normal(torch.zeros(2), TAU).to_event(1))
-    b = vitorch.sample("b", dist.Normal(0.0, TAU))
-    with vitorch.plate("data", N):
-        # (X * w).sum(-1) rather than X @ w: w gains a batch dim with vectorized particles.
-        vitorch.sample("y", dist.Normal((X * w).sum(-1) + b, SIGMA), obs=y)
-
-
-def _exact_posterior(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance of (w1, w2, b), in the order the continuous guides pack them."""
-    A = torch.cat([X, torch.ones(N, 1)], 1).double()
-    precision = torch.eye(3, dtype=torch.double) / TAU**2 + A.T @ A / SIGMA**2
-    cov = torch.linalg.inv(precision)
-    return cov @ A.T @ y.double() / SIGMA**2, cov
 
 
 def _check_mean(found: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> None:

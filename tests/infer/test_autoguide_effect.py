@@ -20,6 +20,8 @@ import math
 
 import pytest
 import torch
+from _regression import SIGMA, TAU, N, regression
+from _regression import regression_data as _regression_data
 
 import vitorch
 import vitorch.distributions as dist
@@ -63,23 +65,6 @@ def test_normal_normal_posterior_is_recovered() -> None:
 
 
 # -- Bayesian linear regression, known noise ---------------------------------------------
-N, SIGMA, TAU = 30, 0.5, 1.0
-
-
-def _regression_data() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x1 = torch.randn(N, generator=g)
-    x2 = x1 + 0.4 * torch.randn(N, generator=g)  # strongly correlated with x1
-    X = torch.stack([x1, x2], -1)
-    y = X @ torch.tensor([1.0, -0.5]) + 0.3 + SIGMA * torch.randn(N, generator=g)
-    return X, y
-
-
-def regression(X: torch.Tensor, y: torch.Tensor) -> None:
-    w = vitorch.sample("w", dist.Normal(torch.zeros(2), TAU).to_event(1))
-    b = vitorch.sample("b", dist.Normal(0.0, TAU))
-    with vitorch.plate("data", N):
-        vitorch.sample("y", dist.Normal((X * w).sum(-1) + b, SIGMA), obs=y)
 
 
 def test_regression_recovers_the_mean_and_mean_field_scales() -> None:

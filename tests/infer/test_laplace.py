@@ -15,6 +15,9 @@ import math
 
 import pytest
 import torch
+from _regression import exact_posterior as _exact_posterior
+from _regression import regression
+from _regression import regression_data as _regression_data
 
 import vitorch
 import vitorch.distributions as dist
@@ -33,31 +36,6 @@ def fit(model, guide, steps: int, *args, lr: float = 0.05, final: float = 0.01) 
 
 
 # -- Bayesian linear regression: the Laplace approximation is the exact posterior ---------
-N, SIGMA, TAU = 30, 0.5, 1.0
-
-
-def _regression_data() -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x1 = torch.randn(N, generator=g)
-    x2 = x1 + 0.4 * torch.randn(N, generator=g)  # correlated inputs: correlated posterior
-    X = torch.stack([x1, x2], -1)
-    y = X @ torch.tensor([1.0, -0.5]) + 0.3 + SIGMA * torch.randn(N, generator=g)
-    return X, y
-
-
-def regression(X: torch.Tensor, y: torch.Tensor) -> None:
-    w = vitorch.sample("w", dist.Normal(torch.zeros(2), TAU).to_event(1))
-    b = vitorch.sample("b", dist.Normal(0.0, TAU))
-    with vitorch.plate("data", N):
-        vitorch.sample("y", dist.Normal((X * w).sum(-1) + b, SIGMA), obs=y)
-
-
-def _exact_posterior(X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and covariance of (w1, w2, b), the order in which the guide packs them."""
-    A = torch.cat([X, torch.ones(N, 1)], 1).double()
-    precision = torch.eye(3, dtype=torch.double) / TAU**2 + A.T @ A / SIGMA**2
-    cov = torch.linalg.inv(precision)
-    return cov @ A.T @ y.double() / SIGMA**2, cov
 
 
 def _assert_close_cov(found: torch.Tensor, cov: torch.Tensor, rtol: float) -> None:
