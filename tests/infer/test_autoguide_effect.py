@@ -35,10 +35,12 @@ from vitorch.infer.autoguide.effect import (
 from vitorch.infer.elbo import ELBO
 
 
-def fit(model, guide, steps: int, *args, lr: float = 0.05, final: float = 0.02) -> None:
+def fit(
+    model, guide, steps: int, *args, lr: float = 0.05, final: float = 0.02, elbo=Trace_ELBO
+) -> None:
     """``steps`` SVI steps (16 vectorized particles), lr decaying from ``lr`` to ``lr * final``."""
     optim = vitorch.optim.ClippedAdam({"lr": lr, "lrd": final ** (1 / steps)})
-    svi = SVI(model, guide, optim, Trace_ELBO(num_particles=16, vectorize_particles=True))
+    svi = SVI(model, guide, optim, elbo(num_particles=16, vectorize_particles=True))
     for _ in range(steps):
         svi.step(*args)
 
@@ -77,7 +79,10 @@ def test_regression_recovers_the_mean_and_mean_field_scales() -> None:
     # The test can tell the mean-field optimum from the marginal scales.
     assert (cov.diagonal().sqrt()[:2] / mf[:2]).min() > 2
     guide = AutoNormalMessenger(regression)
-    fit(regression, guide, 1500, X, y)
+    # The closed-form KL (real sites get a plain Normal posterior) keeps the gradient noise
+    # low, and 3000 steps let the slow, correlated direction converge (1500 left 0.11 sd
+    # on one seed of sixteen) for a 0.1-sd check of the mean, as in AutoNormal's test.
+    fit(regression, guide, 3000, X, y, elbo=TraceMeanField_ELBO)
     found = torch.cat([guide.locs.w, guide.locs.b[None]]).double()
     err = (found - mean) / cov.diagonal().sqrt()
     assert err.abs().max() < 0.1, (found, mean)
