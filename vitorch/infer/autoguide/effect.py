@@ -222,14 +222,44 @@ class AutoMessenger(PyroModule, Messenger):
         return value.contiguous()
 
     def _init_unconstrained(self, name: str, prior: Any, transform: Any) -> torch.Tensor:
+        """``init_loc_fn``'s value for the site, unconstrained and sized for the parameter."""
         site = Message("sample", name, prior)
         with torch.no_grad():
             constrained = self.init_loc_fn(site).detach()
-            return transform.inv(constrained)
+            unconstrained = transform.inv(constrained)
+        return self._adjust_plates(unconstrained, transform.domain.event_dim)
+
+    def _loc_scale(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``locs.<name>`` and ``scales.<name>`` (AttributeError before they exist)."""
+        return attrgetter(name)(self.locs), attrgetter(name)(self.scales)
+
+    def _new_loc_scale(
+        self, name: str, init_loc: torch.Tensor, event_dim: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Create ``locs.<name>`` at ``init_loc`` and ``scales.<name>`` at ``init_scale``."""
+        init_scale = torch.full_like(init_loc, self._init_scale)
+        deep_setattr(self, "locs." + name, PyroParam(init_loc, constraints.real, event_dim))
+        deep_setattr(self, "scales." + name, PyroParam(init_scale, constraints.positive, event_dim))
+        return self._loc_scale(name)
 
     def _transform(self, name: str, prior: Any) -> Any:
         with helpful_support_errors({"name": name, "fn": prior}, type(self).__name__):
             return biject_to(prior.support)
+
+
+def _init_loc_scale_guide(
+    guide: AutoMessenger,
+    model: Callable,
+    init_loc_fn: Callable,
+    init_scale: float,
+    amortized_plates: Iterable[str],
+) -> None:
+    """The constructor shared by the guides with a ``loc`` and a ``scale`` per site."""
+    init_scale = check_init_scale(init_scale, type(guide).__name__)
+    _check_init_loc_fn(init_loc_fn, type(guide).__name__)
+    AutoMessenger.__init__(guide, model, amortized_plates=amortized_plates)
+    guide.init_loc_fn = init_loc_fn
+    guide._init_scale = init_scale
 
 
 def _posterior(loc: torch.Tensor, scale: torch.Tensor, transform: Any) -> Any:
@@ -259,6 +289,9 @@ class AutoNormalMessenger(AutoMessenger):
     ``locs.<site>`` / ``scales.<site>`` in the param store.
     """
 
+    # Set by median() for the duration of its run of the model.
+    _computing_median = False
+
     def __init__(
         self,
         model: Callable,
@@ -267,12 +300,7 @@ class AutoNormalMessenger(AutoMessenger):
         init_scale: float = 0.1,
         amortized_plates: Iterable[str] = (),
     ):
-        init_scale = check_init_scale(init_scale, type(self).__name__)
-        _check_init_loc_fn(init_loc_fn, type(self).__name__)
-        super().__init__(model, amortized_plates=amortized_plates)
-        self.init_loc_fn = init_loc_fn
-        self._init_scale = init_scale
-        self._computing_median = False
+        _init_loc_scale_guide(self, model, init_loc_fn, init_scale, amortized_plates)
 
     def get_posterior(self, name: str, prior: Any) -> Any:
         """``Normal(locs.<name>, scales.<name>)`` pushed into the prior's support."""
@@ -284,16 +312,12 @@ class AutoNormalMessenger(AutoMessenger):
 
     def _get_params(self, name: str, prior: Any) -> tuple[torch.Tensor, torch.Tensor]:
         try:
-            return attrgetter(name)(self.locs), attrgetter(name)(self.scales)
+            return self._loc_scale(name)
         except AttributeError:
             pass
         transform = self._transform(name, prior)
-        event_dim = transform.domain.event_dim
-        init_loc = self._adjust_plates(self._init_unconstrained(name, prior, transform), event_dim)
-        init_scale = torch.full_like(init_loc, self._init_scale)
-        deep_setattr(self, "locs." + name, PyroParam(init_loc, constraints.real, event_dim))
-        deep_setattr(self, "scales." + name, PyroParam(init_scale, constraints.positive, event_dim))
-        return attrgetter(name)(self.locs), attrgetter(name)(self.scales)
+        init_loc = self._init_unconstrained(name, prior, transform)
+        return self._new_loc_scale(name, init_loc, transform.domain.event_dim)
 
     def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Run the model with each latent site at its posterior median, in order.
@@ -370,11 +394,7 @@ class AutoHierarchicalNormalMessenger(AutoNormalMessenger):
 
     def _get_hier_params(self, name: str, prior: Any, transform: Any) -> tuple:
         try:
-            return (
-                attrgetter(name)(self.locs),
-                attrgetter(name)(self.scales),
-                attrgetter(name)(self.weights),
-            )
+            return (*self._loc_scale(name), attrgetter(name)(self.weights))
         except AttributeError:
             pass
         if self.weight_type not in ("element-wise", "scalar"):
@@ -383,7 +403,7 @@ class AutoHierarchicalNormalMessenger(AutoNormalMessenger):
                 f"{self.weight_type!r}"
             )
         event_dim = transform.domain.event_dim
-        init_loc = self._adjust_plates(self._init_unconstrained(name, prior, transform), event_dim)
+        init_loc = self._init_unconstrained(name, prior, transform)
         with torch.no_grad():
             prior_mean = self._adjust_plates(transform.inv(prior.mean.detach()), event_dim)
         if self.weight_type == "scalar":
@@ -392,10 +412,7 @@ class AutoHierarchicalNormalMessenger(AutoNormalMessenger):
         else:
             init_weight = torch.full_like(init_loc, self._init_weight)
             weight_event_dim = event_dim
-        init_loc = init_loc - init_weight * prior_mean
-        init_scale = torch.full_like(init_loc, self._init_scale)
-        deep_setattr(self, "locs." + name, PyroParam(init_loc, constraints.real, event_dim))
-        deep_setattr(self, "scales." + name, PyroParam(init_scale, constraints.positive, event_dim))
+        self._new_loc_scale(name, init_loc - init_weight * prior_mean, event_dim)
         deep_setattr(
             self,
             "weights." + name,
@@ -421,11 +438,7 @@ class AutoRegressiveMessenger(AutoMessenger):
         init_scale: float = 0.1,
         amortized_plates: Iterable[str] = (),
     ):
-        init_scale = check_init_scale(init_scale, type(self).__name__)
-        _check_init_loc_fn(init_loc_fn, type(self).__name__)
-        super().__init__(model, amortized_plates=amortized_plates)
-        self.init_loc_fn = init_loc_fn
-        self._init_scale = init_scale
+        _init_loc_scale_guide(self, model, init_loc_fn, init_scale, amortized_plates)
 
     def get_posterior(self, name: str, prior: Any) -> Any:
         """``prior`` pushed through ``inv(t)``, ``x -> loc + scale * x`` and ``t``."""
@@ -438,13 +451,8 @@ class AutoRegressiveMessenger(AutoMessenger):
 
     def _get_params(self, name: str, prior: Any, transform: Any) -> tuple:
         try:
-            return attrgetter(name)(self.locs), attrgetter(name)(self.scales)
+            return self._loc_scale(name)
         except AttributeError:
             pass
-        event_dim = transform.domain.event_dim
-        init = self._adjust_plates(self._init_unconstrained(name, prior, transform), event_dim)
-        init_loc = init * (1 - self._init_scale)
-        init_scale = torch.full_like(init_loc, self._init_scale)
-        deep_setattr(self, "locs." + name, PyroParam(init_loc, constraints.real, event_dim))
-        deep_setattr(self, "scales." + name, PyroParam(init_scale, constraints.positive, event_dim))
-        return self._get_params(name, prior, transform)
+        init_loc = self._init_unconstrained(name, prior, transform) * (1 - self._init_scale)
+        return self._new_loc_scale(name, init_loc, transform.domain.event_dim)
