@@ -123,14 +123,15 @@ def fused_adam_step(optimizer: Optimizer, group: dict[str, Any], params: list) -
         return False  # torch's step() skips the missing ones and words the sparse error
     if not params:
         return True
-    # One kernel call takes one device and one dtype (torch's step() groups by them).
-    first = params[0]
-    device, dtype = first.device, first.dtype
-    if any(p.device != device or p.dtype != dtype for p in params):
-        return False
     amsgrad = group["amsgrad"]
     plan = optimizer.__dict__.get("_vitorch_plan")
     if plan is None or not plan.serves(optimizer, params, amsgrad):
+        # One kernel call takes one device and one dtype (torch's step() groups by them);
+        # checked once per set of parameters, not at every step.
+        first = params[0]
+        device, dtype = first.device, first.dtype
+        if any(p.device != device or p.dtype != dtype for p in params):
+            return False
         plan = optimizer.__dict__["_vitorch_plan"] = _Plan(optimizer, list(params), amsgrad)
     kernel = _ADAMW if group.get("decoupled_weight_decay", type(optimizer) is AdamW) else _ADAM
     with torch.no_grad():
