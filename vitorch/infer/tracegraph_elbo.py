@@ -35,7 +35,6 @@ in the guide so that SVI steps them).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -241,25 +240,9 @@ class TraceGraph_ELBO(ELBO):
     build gradients (not by :meth:`loss`) and only when the loss is finite.
     """
 
-    def __init__(
-        self,
-        num_particles: int = 1,
-        max_plate_nesting: float = math.inf,
-        vectorize_particles: bool = False,
-        strict_enumeration_warning: bool = True,
-        ignore_jit_warnings: bool = False,
-        retain_graph: bool | None = None,
-        **kwargs: Any,
-    ):
-        super().__init__(
-            num_particles=num_particles,
-            max_plate_nesting=max_plate_nesting,
-            vectorize_particles=vectorize_particles,
-            strict_enumeration_warning=strict_enumeration_warning,
-            ignore_jit_warnings=ignore_jit_warnings,
-            retain_graph=retain_graph,
-            **kwargs,
-        )
+    def __init__(self, *args: Any, **kwargs: Any):
+        # The ELBO base class's arguments (num_particles, max_plate_nesting, ...).
+        super().__init__(*args, **kwargs)
         self.baseline_averages: dict[str, torch.Tensor] = {}
         # Averages computed during the current evaluation; committed once it succeeded,
         # so that a non-finite step does not poison them.
