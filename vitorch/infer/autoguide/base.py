@@ -214,7 +214,28 @@ def subsample(
     return x
 
 
-class AutoGuide(PyroModule):
+class _ModelRef:
+    """Holds the model a guide is for, outside the module tree and outside pickles.
+
+    The model sits in a one-element tuple so that a model that is an ``nn.Module`` is not
+    registered as a submodule of the guide.
+    """
+
+    _model: tuple
+
+    @property
+    def model(self) -> Callable:
+        """The model this guide is for."""
+        return self._model[0]
+
+    def __getstate__(self) -> dict:
+        # Models are often local functions, which cannot be pickled.
+        state = self.__dict__.copy()
+        state["_model"] = (None,)
+        return state
+
+
+class AutoGuide(_ModelRef, PyroModule):
     """Base class of the automatic guides. Call it with the model's arguments.
 
     The first call runs the model once to find its latent sites and creates the guide's
@@ -245,17 +266,6 @@ class AutoGuide(PyroModule):
         self.prototype_trace: Trace | None = None
         self._latents: dict[str, _Latent] | None = None
         self._frames: dict[str, CondIndepStackFrame] = {}
-
-    @property
-    def model(self) -> Callable:
-        """The model this guide was made for."""
-        return self._model[0]
-
-    def __getstate__(self) -> dict:
-        # Models are often local functions, which cannot be pickled.
-        state = self.__dict__.copy()
-        state["_model"] = (None,)
-        return state
 
     # -- discovery ---------------------------------------------------------------------------
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:

@@ -30,7 +30,7 @@ from ...handlers.plate import PlateMessenger
 from ...handlers.trace import Trace
 from ...nn.module import PyroModule, PyroParam
 from ...runtime import Message, Messenger, get_stack
-from .base import _parts, _repeat_to, check_init_scale, deep_setattr
+from .base import _ModelRef, _parts, _repeat_to, check_init_scale, deep_setattr
 from .initialization import helpful_support_errors, init_to_feasible, init_to_mean
 
 __all__ = [
@@ -88,7 +88,7 @@ def _check_names(value: Any, arg: str, who: str, allow_none: bool = False) -> An
     return value
 
 
-class AutoMessenger(PyroModule, Messenger):
+class AutoMessenger(_ModelRef, PyroModule, Messenger):
     """Base class of the effect-based autoguides (Pyro's ``AutoMessenger``).
 
     Subclasses define :meth:`get_posterior`. Calling the guide with the model's arguments
@@ -117,17 +117,6 @@ class AutoMessenger(PyroModule, Messenger):
         self.amortized_plates = amortized_plates
         self.trace = Trace()
         self._outer_plates: tuple[str, ...] = ()
-
-    @property
-    def model(self) -> Callable:
-        """The model this guide runs."""
-        return self._model[0]
-
-    def __getstate__(self) -> dict:
-        # Models are often local functions, which cannot be pickled.
-        state = self.__dict__.copy()
-        state["_model"] = (None,)
-        return state
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Run the model with the latent sites drawn from the posterior.
