@@ -1,6 +1,7 @@
 """Inference: ``SVI`` (and ``DistributedSVI``), the ELBOs, ``Predictive`` and the autoguides
 (``vitorch.infer.autoguide``)."""
 
+from .._aliases import alias_modules as _alias_modules
 from ..distributions import enable_validation, is_validation_enabled
 from . import reparam  # noqa: F401  (vitorch.infer.reparam.LocScaleReparam, ...)
 from .distributed import DistributedSVI, shard
@@ -48,19 +49,15 @@ __all__ = [
 ]
 
 
-def _alias_pyro_module_paths() -> None:
-    # Pyro's module names inside pyro.infer that code imports from directly.
-    import importlib
-    import sys
-
-    for pyro_name, ours in {
+# Pyro's module names inside pyro.infer that code imports from directly.
+_alias_modules(
+    __name__,
+    __name__,
+    {
         "trace_elbo": "elbo",
         "trace_mean_field_elbo": "elbo",
         "trace_tail_adaptive_elbo": "tail_adaptive_elbo",
         "abstract_infer": "importance",
         "enum": "traceenum_elbo",
-    }.items():
-        sys.modules[f"{__name__}.{pyro_name}"] = importlib.import_module(f"{__name__}.{ours}")
-
-
-_alias_pyro_module_paths()
+    },
+)

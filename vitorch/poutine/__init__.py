@@ -6,32 +6,31 @@ paths (``from pyro.poutine.messenger import Messenger``), and so do the per-hand
 handler modules under Pyro's names.
 """
 
-import importlib as _importlib
-import sys as _sys
-
+from .._aliases import alias_modules as _alias_modules
 from ..handlers import *  # noqa: F403
 from ..handlers import __all__  # noqa: F401
 from . import messenger, runtime, trace_struct, util  # noqa: F401
 
 # Pyro's module name -> the vitorch handler module that defines those handlers.
-for _pyro_name, _module_name in {
-    "block_messenger": "block",
-    "condition_messenger": "condition",
-    "substitute_messenger": "condition",
-    "do_messenger": "do",
-    "enum_messenger": "enum",
-    "infer_config_messenger": "infer_config",
-    "lift_messenger": "lift",
-    "markov_messenger": "markov",
-    "plate_messenger": "plate",
-    "reparam_messenger": "reparam",
-    "replay_messenger": "replay",
-    "scale_messenger": "scale",
-    "mask_messenger": "scale",
-    "seed_messenger": "seed",
-    "trace_messenger": "trace",
-    "uncondition_messenger": "uncondition",
-}.items():
-    _module = _importlib.import_module(f"vitorch.handlers.{_module_name}")
-    _sys.modules[f"{__name__}.{_pyro_name}"] = _module
-    globals()[_pyro_name] = _module
+_alias_modules(
+    __name__,
+    "vitorch.handlers",
+    {
+        "block_messenger": "block",
+        "condition_messenger": "condition",
+        "substitute_messenger": "condition",
+        "do_messenger": "do",
+        "enum_messenger": "enum",
+        "infer_config_messenger": "infer_config",
+        "lift_messenger": "lift",
+        "markov_messenger": "markov",
+        "plate_messenger": "plate",
+        "reparam_messenger": "reparam",
+        "replay_messenger": "replay",
+        "scale_messenger": "scale",
+        "mask_messenger": "scale",
+        "seed_messenger": "seed",
+        "trace_messenger": "trace",
+        "uncondition_messenger": "uncondition",
+    },
+)
