@@ -20,6 +20,16 @@ from ._io import atomic_save, safe_load
 __all__ = ["ParamStoreDict", "get_param_store", "clear_param_store"]
 
 _FORMAT = "vitorch.param_store/1"
+
+# A module's parameters are stored as "<module name>$$$<path inside the module>" (Pyro's).
+MODULE_DIVIDER = "$$$"
+
+
+def user_param_name(name: str) -> str:
+    """The name a user gave a parameter: the path inside its module for a module's one."""
+    return name.split(MODULE_DIVIDER, 1)[1] if MODULE_DIVIDER in name else name
+
+
 _EXP = torch.distributions.transforms.ExpTransform()
 
 

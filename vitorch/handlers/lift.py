@@ -8,16 +8,10 @@ from typing import Any
 
 from torch.distributions import Distribution
 
+from ..params import user_param_name
 from ..runtime import Message, Messenger
 
 __all__ = ["LiftMessenger", "lift"]
-
-_MODULE_DIVIDER = "$$$"
-
-
-def _user_name(name: str) -> str:
-    # A module's parameters are stored as "module$$$path"; priors name them by path.
-    return name.split(_MODULE_DIVIDER, 1)[1] if _MODULE_DIVIDER in name else name
 
 
 class LiftMessenger(Messenger):
@@ -66,7 +60,7 @@ class LiftMessenger(Messenger):
                 )
 
     def _pyro_param(self, msg: Message) -> None:
-        name = _user_name(msg.name)  # type: ignore[arg-type]
+        name = user_param_name(msg.name)  # type: ignore[arg-type]
         if isinstance(self.prior, Mapping):
             fn = self.prior.get(name)
             if fn is None:

@@ -29,13 +29,12 @@ import torch
 from torch.optim import Optimizer
 
 from .._io import atomic_save, safe_load
+from ..params import MODULE_DIVIDER, user_param_name
 from ._fused import forget_plan, fused_adam_step
 from .clipped_adam import ClippedAdam as _TorchClippedAdam
 
 __all__ = ["PyroOptim", "ClippedAdam"]
 
-# Pyro separates a module's name from its parameter's name with this marker.
-_MODULE_DIVIDER = "$$$"
 _CLIP_KEYS = ("clip_norm", "clip_value")
 
 
@@ -135,10 +134,8 @@ def _call_per_param(fn: Callable, arity: int, name: str) -> Any:
     """Call a per-parameter settings callable the way Pyro does."""
     if arity == 2:
         # Pyro's older two-argument form: (module name, parameter name).
-        module_name = name.split(_MODULE_DIVIDER)[0]
-        user_name = name.split(_MODULE_DIVIDER)[1] if _MODULE_DIVIDER in name else name
-        return fn(module_name, user_name)
-    return fn(name.replace(_MODULE_DIVIDER, "."))
+        return fn(name.split(MODULE_DIVIDER)[0], user_param_name(name))
+    return fn(name.replace(MODULE_DIVIDER, "."))
 
 
 def _is_number(x: Any) -> bool:
