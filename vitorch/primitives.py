@@ -8,6 +8,8 @@ that calling a model as a plain function costs no more than the tensor work it d
 from __future__ import annotations
 
 import contextlib
+import copy
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -28,9 +30,24 @@ __all__ = [
     "deterministic",
     "factor",
     "barrier",
+    "random_module",
+    "iarange",
+    "irange",
 ]
 
 plate = PlateMessenger
+
+
+def iarange(*args: Any, **kwargs: Any) -> PlateMessenger:
+    """Pyro's old name for a vectorized :class:`plate` (deprecated there too)."""
+    warnings.warn("iarange is deprecated; use plate instead", FutureWarning, stacklevel=2)
+    return plate(*args, **kwargs)
+
+
+def irange(*args: Any, **kwargs: Any) -> PlateMessenger:
+    """Pyro's old name for a sequential :class:`plate` (iterate over it; deprecated there too)."""
+    warnings.warn("irange is deprecated; use plate instead", FutureWarning, stacklevel=2)
+    return plate(*args, **kwargs)
 
 
 def _draw(fn: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -181,6 +198,7 @@ def module(
         )
     store = _PARAM_STORE
     stored_params = store._params
+    replaced: list[tuple[str, torch.Tensor]] = []
     for full_name, p in _module_parameters(name, nn_module):
         stored = stored_params.get(full_name)
         if stored is not p:
@@ -198,7 +216,40 @@ def module(
             # up front rather than have the default behaviour look it up again.
             msg = Message("param", full_name, store.get_param, (full_name,), {"event_dim": None}, p)
             apply_stack(msg)
+            if msg.value is not p and update_module_params:
+                # A handler (lift) gave another value: the module computes with it, as Pyro's.
+                replaced.append((full_name[len(name) + 3 :], msg.value))
+    for path, value in replaced:
+        owner_path, _, attr = path.rpartition(".")
+        owner = nn_module.get_submodule(owner_path) if owner_path else nn_module
+        owner._parameters[attr] = value
     return nn_module
+
+
+def random_module(
+    name: str, nn_module: torch.nn.Module, prior: Any, *args: Any, **kwargs: Any
+) -> Callable[[], torch.nn.Module]:
+    """Deprecated in Pyro (use ``vitorch.nn.PyroModule`` with ``PyroSample``); kept so old
+    code runs: a function that returns a copy of ``nn_module`` whose parameters are drawn
+    from ``prior`` (a distribution, or a dict of them by parameter name, as in ``lift``)."""
+    warnings.warn(
+        "random_module is deprecated (as in Pyro); build Bayesian modules with "
+        "vitorch.nn.PyroModule and PyroSample instead",
+        FutureWarning,
+        stacklevel=2,
+    )
+    if not isinstance(nn_module, torch.nn.Module):
+        raise TypeError(
+            f"random_module {name!r}: expected a torch.nn.Module, got {type(nn_module).__name__}"
+        )
+    from .handlers.lift import lift
+
+    lifted = lift(module, prior=prior)
+
+    def draw() -> torch.nn.Module:
+        return lifted(name, copy.deepcopy(nn_module), True, *args, **kwargs)
+
+    return draw
 
 
 def deterministic(name: str, value: torch.Tensor, event_dim: int | None = None) -> torch.Tensor:

@@ -242,6 +242,9 @@ class Messenger:
                     del _STACK[i:]
                     break
 
+    def _reset(self) -> None:
+        """Forget what this run recorded (a run abandoned by ``NonlocalExit`` restarts)."""
+
     def _process_message(self, msg: Message) -> None:
         handler = self._process_table.get(msg.type)
         if handler is not None:

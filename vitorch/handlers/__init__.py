@@ -6,13 +6,17 @@ manager (``with trace() as tr: model(*args)``).
 
 from ..runtime import Message, Messenger, am_i_wrapped, apply_stack
 from .block import BlockMessenger, block
+from .broadcast import BroadcastMessenger, broadcast
 from .condition import ConditionMessenger, SubstituteMessenger, condition, substitute
 from .do import DoMessenger, do
 from .enum import EnumMessenger, enum
+from .equalize import EqualizeMessenger, equalize
+from .escape import EscapeMessenger, NonlocalExit, escape
 from .infer_config import InferConfigMessenger, infer_config
 from .lift import LiftMessenger, lift
 from .markov import MarkovMessenger, markov
 from .plate import PlateMessenger
+from .queue import queue
 from .reparam import ReparamMessenger, reparam
 from .replay import ReplayMessenger, replay
 from .scale import MaskMessenger, ScaleMessenger, mask, scale
@@ -22,15 +26,19 @@ from .uncondition import UnconditionMessenger, uncondition
 
 __all__ = [
     "BlockMessenger",
+    "BroadcastMessenger",
     "ConditionMessenger",
     "DoMessenger",
     "EnumMessenger",
+    "EqualizeMessenger",
+    "EscapeMessenger",
     "InferConfigMessenger",
     "LiftMessenger",
     "MarkovMessenger",
     "MaskMessenger",
     "Message",
     "Messenger",
+    "NonlocalExit",
     "PlateMessenger",
     "ReparamMessenger",
     "ReplayMessenger",
@@ -43,13 +51,17 @@ __all__ = [
     "am_i_wrapped",
     "apply_stack",
     "block",
+    "broadcast",
     "condition",
     "do",
     "enum",
+    "equalize",
+    "escape",
     "infer_config",
     "lift",
     "markov",
     "mask",
+    "queue",
     "reparam",
     "replay",
     "scale",

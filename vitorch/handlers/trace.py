@@ -217,6 +217,12 @@ class TraceMessenger(Messenger):
             self.trace.add_node("_RETURN", type="return", value=result)
         return result
 
+    def _reset(self) -> None:
+        inputs = self.trace.nodes.get("_INPUT")
+        self.trace = Trace()
+        if inputs is not None:
+            self.trace.nodes["_INPUT"] = inputs
+
     def get_trace(self, *args: Any, **kwargs: Any) -> Trace:
         self(*args, **kwargs)
         return self.trace

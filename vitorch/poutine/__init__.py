@@ -6,10 +6,28 @@ paths (``from pyro.poutine.messenger import Messenger``), and so do the per-hand
 handler modules under Pyro's names.
 """
 
+import sys as _sys
+
+from .. import handlers
 from .._aliases import alias_modules as _alias_modules
+from ..distributions import enable_validation, is_validation_enabled  # one switch, as documented
 from ..handlers import *  # noqa: F403
-from ..handlers import __all__  # noqa: F401
+from ..handlers import __all__ as _handler_names
 from . import messenger, runtime, trace_struct, util  # noqa: F401
+from .runtime import get_mask, get_plates, unwrap
+
+__all__ = [
+    *_handler_names,
+    "enable_validation",
+    "get_mask",
+    "get_plates",
+    "handlers",
+    "is_validation_enabled",
+    "unwrap",
+]
+
+# ``pyro.poutine.handlers`` is the module of handler functions: vitorch.handlers here.
+_sys.modules[__name__ + ".handlers"] = handlers
 
 # Pyro's module name -> the vitorch handler module that defines those handlers.
 _alias_modules(
@@ -17,6 +35,9 @@ _alias_modules(
     "vitorch.handlers",
     {
         "block_messenger": "block",
+        "broadcast_messenger": "broadcast",
+        "equalize_messenger": "equalize",
+        "escape_messenger": "escape",
         "condition_messenger": "condition",
         "substitute_messenger": "condition",
         "do_messenger": "do",
