@@ -31,9 +31,10 @@ from torch.optim import Optimizer
 from .._io import atomic_save, safe_load
 from ..params import MODULE_DIVIDER, user_param_name
 from ._fused import forget_plan, fused_adam_step
+from .adagrad_rmsprop import AdagradRMSProp as _TorchAdagradRMSProp
 from .clipped_adam import ClippedAdam as _TorchClippedAdam
 
-__all__ = ["PyroOptim", "ClippedAdam"]
+__all__ = ["PyroOptim", "AdagradRMSProp", "ClippedAdam"]
 
 _CLIP_KEYS = ("clip_norm", "clip_value")
 
@@ -711,6 +712,13 @@ ClippedAdam = _make_wrapper(
     "Wraps :class:`vitorch.optim.clipped_adam.ClippedAdam` (Adam with elementwise gradient "
     "clamping to ``clip_norm`` and learning-rate decay ``lrd`` per step) in a "
     ":class:`PyroOptim`.",
+)
+
+AdagradRMSProp = _make_wrapper(
+    "AdagradRMSProp",
+    _TorchAdagradRMSProp,
+    "Wraps :class:`vitorch.optim.adagrad_rmsprop.AdagradRMSProp` (ADVI's step-size "
+    "sequence) in a :class:`PyroOptim`.",
 )
 
 # Every torch optimizer, as Pyro exposes them. LBFGS is left out: its step needs a closure,
