@@ -14,7 +14,7 @@ from .elbo import (
     TraceMeanField_ELBO,
 )
 from .importance import EmpiricalMarginal, Importance, TracePosterior
-from .predictive import Predictive
+from .predictive import MHResampler, Predictive, WeighedPredictive, WeighedPredictiveResults
 from .renyi_elbo import RenyiELBO
 from .summary import summary
 from .svi import SVI
@@ -32,7 +32,10 @@ __all__ = [
     "JitTraceMeanField_ELBO",
     "JitTrace_ELBO",
     "NonFiniteLossError",
+    "MHResampler",
     "Predictive",
+    "WeighedPredictive",
+    "WeighedPredictiveResults",
     "RenyiELBO",
     "SVI",
     "TraceEnum_ELBO",
