@@ -12,6 +12,7 @@ from .do import DoMessenger, do
 from .enum import EnumMessenger, enum
 from .equalize import EqualizeMessenger, equalize
 from .escape import EscapeMessenger, NonlocalExit, escape
+from .guide import GuideMessenger
 from .infer_config import InferConfigMessenger, infer_config
 from .lift import LiftMessenger, lift
 from .markov import MarkovMessenger, markov
@@ -32,6 +33,7 @@ __all__ = [
     "EnumMessenger",
     "EqualizeMessenger",
     "EscapeMessenger",
+    "GuideMessenger",
     "InferConfigMessenger",
     "LiftMessenger",
     "MarkovMessenger",

@@ -4,6 +4,7 @@
 from .._aliases import alias_modules as _alias_modules
 from ..distributions import enable_validation, is_validation_enabled
 from . import reparam  # noqa: F401  (vitorch.infer.reparam.LocScaleReparam, ...)
+from .discrete import infer_discrete
 from .distributed import DistributedSVI, shard
 from .elbo import (
     ELBO,
@@ -33,6 +34,7 @@ __all__ = [
     "JitTrace_ELBO",
     "NonFiniteLossError",
     "MHResampler",
+    "infer_discrete",
     "Predictive",
     "WeighedPredictive",
     "WeighedPredictiveResults",

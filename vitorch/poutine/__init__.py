@@ -38,6 +38,7 @@ _alias_modules(
         "broadcast_messenger": "broadcast",
         "equalize_messenger": "equalize",
         "escape_messenger": "escape",
+        "guide": "guide",
         "condition_messenger": "condition",
         "substitute_messenger": "condition",
         "do_messenger": "do",

@@ -29,6 +29,7 @@ from torch.distributions.transforms import (
 )
 
 from ...handlers.block import BlockMessenger
+from ...handlers.guide import ModelRef as _ModelRef
 from ...handlers.plate import PlateMessenger
 from ...handlers.trace import Trace, TraceMessenger
 from ...nn.module import PyroModule
@@ -212,27 +213,6 @@ def subsample(
                 )
             x = x.index_select(dim, idx)
     return x
-
-
-class _ModelRef:
-    """Holds the model a guide is for, outside the module tree and outside pickles.
-
-    The model sits in a one-element tuple so that a model that is an ``nn.Module`` is not
-    registered as a submodule of the guide.
-    """
-
-    _model: tuple
-
-    @property
-    def model(self) -> Callable:
-        """The model this guide is for."""
-        return self._model[0]
-
-    def __getstate__(self) -> dict:
-        # Models are often local functions, which cannot be pickled.
-        state = self.__dict__.copy()
-        state["_model"] = (None,)
-        return state
 
 
 class AutoGuide(_ModelRef, PyroModule):

@@ -22,15 +22,13 @@ import torch
 from torch.distributions import biject_to
 
 from ...distributions import constraints
-from ...distributions.delta import Delta
 from ...distributions.torch import Normal, TransformedDistribution
 from ...distributions.transforms import AffineTransform
-from ...handlers.block import BlockMessenger
+from ...handlers.guide import GuideMessenger
 from ...handlers.plate import PlateMessenger
-from ...handlers.trace import Trace
 from ...nn.module import PyroModule, PyroParam
-from ...runtime import Message, Messenger, get_stack
-from .base import _ModelRef, _parts, _repeat_to, check_init_scale, deep_setattr
+from ...runtime import Message, get_stack
+from .base import _parts, _repeat_to, check_init_scale, deep_setattr
 from .initialization import helpful_support_errors, init_to_feasible, init_to_mean
 
 __all__ = [
@@ -52,16 +50,6 @@ def _check_init_loc_fn(init_loc_fn: Any, who: str) -> None:
             f"{who}: init_loc_fn must be an init strategy (a callable taking a site), "
             f"got {type(init_loc_fn).__name__}"
         )
-
-
-def _is_subsample(msg: Message) -> bool:
-    return getattr(msg.fn, "_is_subsample", False)
-
-
-def _hidden_from_guide_trace(msg: Message) -> bool:
-    # Observed and deterministic sites belong to the model trace only. Subsample sites
-    # stay visible: the model replayed against the guide trace must draw the same items.
-    return msg.type == "sample" and msg.is_observed and not _is_subsample(msg)
 
 
 def _active_frames() -> list:
@@ -88,7 +76,7 @@ def _check_names(value: Any, arg: str, who: str, allow_none: bool = False) -> An
     return value
 
 
-class AutoMessenger(_ModelRef, PyroModule, Messenger):
+class AutoMessenger(GuideMessenger, PyroModule):
     """Base class of the effect-based autoguides (Pyro's ``AutoMessenger``).
 
     Subclasses define :meth:`get_posterior`. Calling the guide with the model's arguments
@@ -112,11 +100,12 @@ class AutoMessenger(_ModelRef, PyroModule, Messenger):
         amortized_plates = _check_names(amortized_plates, "amortized_plates", who)
         # Pyro names these parameters "locs.<site>", without a prefix.
         PyroModule.__init__(self)
-        # A tuple, so that a model that is an nn.Module is not registered as a submodule.
-        self._model = (model,)
+        GuideMessenger.__init__(self, model)
         self.amortized_plates = amortized_plates
-        self.trace = Trace()
         self._outer_plates: tuple[str, ...] = ()
+
+    # nn.Module's call (hooks, PyroModule's parameter context), not the handler's.
+    __call__ = PyroModule.__call__
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Run the model with the latent sites drawn from the posterior.
@@ -126,72 +115,10 @@ class AutoMessenger(_ModelRef, PyroModule, Messenger):
         # Plates outside the model (particles, Predictive's samples) must not size the
         # parameters created lazily here.
         self._outer_plates = tuple(f.name for f in _active_frames())
-        self.args_kwargs = (args, kwargs)
-        self.trace = Trace()
         try:
-            with BlockMessenger(hide_fn=_hidden_from_guide_trace), self:
-                self.model(*args, **kwargs)
+            return GuideMessenger.forward(self, *args, **kwargs)
         finally:
-            del self.args_kwargs
             self._outer_plates = ()
-        return {
-            name: site.value
-            for name, site in self.trace.nodes.items()
-            if site.type == "sample" and not _is_subsample(site)
-        }
-
-    # -- handler ----------------------------------------------------------------------------
-    def _process_message(self, msg: Message) -> None:
-        if msg.type != "sample" or msg.is_observed or _is_subsample(msg):
-            return
-        prior = msg.fn
-        msg.infer = dict(msg.infer)
-        msg.infer["prior"] = prior
-        posterior = self.get_posterior(msg.name, prior)
-        if isinstance(posterior, torch.Tensor):
-            posterior = Delta(posterior, event_dim=_event_dim(prior))
-        if posterior.batch_shape != prior.batch_shape:
-            posterior = posterior.expand(prior.batch_shape)
-        msg.fn = posterior
-
-    def _postprocess_message(self, msg: Message) -> None:
-        if msg.type != "sample":
-            return
-        prior = msg.infer.get("prior")
-        if prior is not None and prior.batch_shape != msg.fn.batch_shape:
-            # Outer plates broadcast the posterior after us; keep the prior in step.
-            msg.infer["prior"] = prior.expand(msg.fn.batch_shape)
-        self.trace.nodes[msg.name] = msg
-
-    def get_posterior(self, name: str, prior: Any) -> Any:
-        """The distribution (or a value) to draw site ``name`` from, given its prior.
-
-        ``prior`` is evaluated at the upstream draws of this run.
-        """
-        raise NotImplementedError
-
-    def upstream_value(self, name: str) -> torch.Tensor:
-        """The value of the earlier site ``name`` of the current run."""
-        try:
-            return self.trace.nodes[name].value
-        except KeyError:
-            raise ValueError(
-                f"{type(self).__name__}.upstream_value: no site {name!r} upstream; sites so "
-                f"far: {list(self.trace.nodes)}"
-            ) from None
-
-    def get_traces(self) -> tuple[Trace, Trace]:
-        """(model_trace, guide_trace) of the last call, from its single run of the model."""
-        guide_trace, model_trace = Trace(), Trace()
-        for name, site in self.trace.nodes.items():
-            if site.type == "sample" and _is_subsample(site):
-                continue
-            model_site = site.copy()
-            if site.type == "sample" and not site.is_observed:
-                guide_trace.nodes[name] = site
-                model_site.fn = site.infer["prior"]
-            model_trace.nodes[name] = model_site
-        return model_trace, guide_trace
 
     # -- parameter initialization -------------------------------------------------------------
     @torch.no_grad()
