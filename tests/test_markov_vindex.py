@@ -119,3 +119,35 @@ def test_plate_stack_makes_nested_plates():
     with pytest.raises(ValueError, match="rightmost_dim"):
         with vitorch.plate_stack("b", (2,), rightmost_dim=0):
             pass
+
+
+def test_vindex_without_ellipsis_indexes_from_the_left():
+    from vitorch.ops.indexing import Vindex
+
+    x = torch.arange(24.0).reshape(2, 3, 4)
+    g = torch.tensor([[1], [0]])
+    assert torch.equal(Vindex(x)[g], x[g])  # (2, 1, 3, 4)
+    assert torch.equal(Vindex(x)[torch.tensor(1)], x[1])
+    i, j = torch.tensor([0, 1, 1]), torch.tensor([2, 0, 1])
+    assert torch.equal(Vindex(x)[i, j], x[i, j])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_vindex_index_patterns_match_pyro(seed):
+    pyro_indexing = pytest.importorskip("pyro.ops.indexing")
+    from vitorch.ops.indexing import Vindex
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 3, 4, 5, generator=gen)
+    i = torch.randint(3, (6, 1, 1), generator=gen)
+    j = torch.randint(4, (7, 1), generator=gen)
+    cases = [
+        (..., i, j, slice(None)),
+        (..., j.reshape(7, 1, 1, 1)),
+        (..., i, slice(None), slice(None)),
+        (slice(None), i),
+        (torch.tensor([[1], [0]]),),
+        (0, i, j),
+    ]
+    for args in cases:
+        assert torch.equal(Vindex(x)[args], pyro_indexing.Vindex(x)[args]), args

@@ -19,16 +19,24 @@ __all__ = ["Vindex", "vindex"]
 
 
 def vindex(tensor: torch.Tensor, args: Any) -> torch.Tensor:
-    """``tensor`` indexed in its rightmost dims by ``args`` (ints, tensors, slices), with
-    the index tensors and ``tensor``'s other (leftmost) dims broadcast together."""
+    """``tensor[args]`` with the index tensors broadcast together (ints, tensors, slices).
+
+    With a leading ``...``, ``args`` index the rightmost dims and ``tensor``'s other
+    (leftmost) dims broadcast with the index tensors; without it they index from the left
+    and the dims left out on the right are kept, as in Pyro."""
     if not isinstance(args, tuple):
         args = (args,)
-    if args and args[0] is Ellipsis:
+    leading_ellipsis = bool(args) and args[0] is Ellipsis
+    if leading_ellipsis:
         args = args[1:]
     if any(a is Ellipsis for a in args):
         raise ValueError("Vindex: only a leading ... is supported, as in Pyro")
     if len(args) > tensor.dim():
         raise ValueError(f"Vindex: {len(args)} indices for a tensor of shape {tuple(tensor.shape)}")
+    if not leading_ellipsis:
+        # Without ``...`` the indices start at the left, as in ordinary indexing; the dims
+        # they leave out on the right are kept whole.
+        args = args + (slice(None),) * (tensor.dim() - len(args))
     batch_dims = tensor.dim() - len(args)
     n_slices = sum(isinstance(a, slice) for a in args)
     device = tensor.device
