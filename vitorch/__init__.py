@@ -8,7 +8,7 @@
 ...         vitorch.sample("obs", dist.Normal(loc, 1.0), obs=data)
 """
 
-from . import distributions, handlers, infer, nn, ops, optim, poutine, util
+from . import distributions, handlers, infer, nn, ops, optim, poutine, settings, util
 from .distributions import enable_validation, is_validation_enabled, validation_enabled
 from .handlers import condition, do, markov
 from .handlers.seed import set_rng_seed
@@ -58,6 +58,7 @@ __all__ = [
     "random_module",
     "sample",
     "set_rng_seed",
+    "settings",
     "subsample",
     "util",
     "validation_enabled",

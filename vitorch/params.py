@@ -30,6 +30,43 @@ def user_param_name(name: str) -> str:
     return name.split(MODULE_DIVIDER, 1)[1] if MODULE_DIVIDER in name else name
 
 
+class LocalParam:
+    """The ``fn`` of a module-local param site (``module_local_params``): it gives the
+    site's value and holds the leaf tensor behind it, which SVI optimizes."""
+
+    __slots__ = ("unconstrained", "value")
+
+    def __init__(self, unconstrained: torch.Tensor, value: torch.Tensor):
+        self.unconstrained = unconstrained
+        self.value = value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.value
+
+
+def record_params(found: dict[str, Any], *traces: Any) -> None:
+    """Note in ``found`` (name -> the site's ``fn``) every param site of ``traces``."""
+    for tr in traces:
+        for name, site in tr.nodes.items():
+            if site.type == "param":
+                found[name] = site.fn
+
+
+def touched_params(found: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The unconstrained tensors behind the param sites ``found`` by :func:`record_params`.
+
+    A module-local parameter (``module_local_params``) carries its own tensor; any other
+    lives in the param store.
+    """
+    store = _PARAM_STORE._params
+    out = {}
+    for name, fn in found.items():
+        tensor = fn.unconstrained if type(fn) is LocalParam else store.get(name)
+        if tensor is not None:
+            out[name] = tensor
+    return out
+
+
 _EXP = torch.distributions.transforms.ExpTransform()
 
 

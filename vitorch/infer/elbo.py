@@ -26,9 +26,11 @@ from ..handlers.plate import PlateMessenger
 from ..handlers.replay import ReplayMessenger
 from ..handlers.trace import Trace, TraceMessenger, _is_one, site_log_prob
 from ..handlers.trace import store_log_prob as _scaled_sum
+from ..params import record_params
 from ..runtime import Message
 
 __all__ = [
+    "ELBOModule",
     "ELBO",
     "JitTraceMeanField_ELBO",
     "JitTrace_ELBO",
@@ -238,17 +240,14 @@ class ELBO:
     def _evaluate(self, model, guide, args, kwargs, check_new_obs: bool):
         # check_new_obs: validation is off for this step; check new observed tensors here.
         elbos, surrogates = [], []
-        param_names: dict[str, None] = {}
+        param_names: dict[str, Any] = {}
         traces = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             self._check_new_observations(model_trace, validate=check_new_obs)
             elbo, surrogate = self._particle(model_trace, guide_trace)
             elbos.append(elbo)
             surrogates.append(surrogate)
-            for tr in (guide_trace, model_trace):
-                for name, site in tr.nodes.items():
-                    if site.type == "param":
-                        param_names[name] = None
+            record_params(param_names, guide_trace, model_trace)
             traces.append((model_trace, guide_trace))
         # One particle (the usual case) adds no autograd node here.
         elbo_total = elbos[0] if len(elbos) == 1 else _total(elbos)
@@ -286,8 +285,36 @@ class ELBO:
             surrogate.backward(retain_graph=self.retain_graph)
         return value
 
-    def __call__(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any):
-        return self.differentiable_loss(model, guide, *args, **kwargs)
+    def __call__(self, model: Callable, guide: Callable) -> ELBOModule:
+        """The loss of ``(model, guide)`` as an ``nn.Module`` (Pyro's interface for torch's
+        tooling): ``elbo = Trace_ELBO()(model, guide)``, then ``elbo.parameters()`` for a
+        torch optimizer and ``elbo(*args)`` for the differentiable loss. With
+        ``vitorch.settings.set(module_local_params=True)`` the parameters are the modules'
+        own, so engines built around ``nn.Module`` (Lightning, DDP) drive the training.
+        """
+        return ELBOModule(model, guide, self)
+
+
+class ELBOModule(torch.nn.Module):
+    """``(model, guide, elbo)`` as an ``nn.Module``; calling it gives the differentiable loss.
+
+    Modules among ``model`` and ``guide`` are submodules, so ``parameters()``,
+    ``state_dict()`` and ``.to(device)`` cover them.
+    """
+
+    def __init__(self, model: Callable, guide: Callable, elbo: ELBO):
+        super().__init__()
+        for name, value in (("model", model), ("guide", guide)):
+            if not callable(value):
+                raise TypeError(
+                    f"ELBO()(model, guide): {name} must be callable, got {type(value).__name__}"
+                )
+        self.model = model
+        self.guide = guide
+        self.elbo = elbo
+
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.model, self.guide, *args, **kwargs)
 
 
 def _nonfinite_error(loss_value: float, traces) -> NonFiniteLossError:

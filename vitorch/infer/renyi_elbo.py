@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..handlers.trace import Trace
+from ..params import record_params
 from .elbo import ELBO, _counts, _nonfinite_error, _scaled_total, _warn_missing
 
 __all__ = ["RenyiELBO"]
@@ -95,15 +96,12 @@ class RenyiELBO(ELBO):
     def _evaluate(self, model, guide, args, kwargs, check_new_obs: bool):
         vectorized = self.vectorize_particles and self.num_particles > 1
         particles = []
-        param_names: dict[str, None] = {}
+        param_names: dict[str, Any] = {}
         traces = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             self._check_new_observations(model_trace, validate=check_new_obs)
             particles.append(self._log_weight(model_trace, guide_trace, vectorized))
-            for tr in (guide_trace, model_trace):
-                for name, site in tr.nodes.items():
-                    if site.type == "param":
-                        param_names[name] = None
+            record_params(param_names, guide_trace, model_trace)
             traces.append((model_trace, guide_trace))
 
         if vectorized:

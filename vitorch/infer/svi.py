@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..handlers.trace import TraceMessenger
-from ..params import _PARAM_STORE
+from ..params import _PARAM_STORE, record_params, touched_params
 from .elbo import ELBO
 
 __all__ = ["SVI"]
@@ -59,14 +59,14 @@ class SVI:
         self.loss = loss
         self._loss_and_grads = loss_and_grads
         self.num_steps = num_steps
+        self._last_params: dict[str, torch.Tensor] = {}
 
     def _compute(self, args, kwargs) -> tuple[float, dict[str, torch.Tensor]]:
         """Loss value and the unconstrained params it touched, with gradients populated."""
-        store_params = _PARAM_STORE._params
         loss = self.loss
         if self._loss_and_grads is None and isinstance(loss, ELBO):
-            surrogate, value, names = loss._loss_and_params(self.model, self.guide, args, kwargs)
-            params = {n: store_params[n] for n in names if n in store_params}
+            surrogate, value, found = loss._loss_and_params(self.model, self.guide, args, kwargs)
+            params = touched_params(found)
             if isinstance(surrogate, torch.Tensor) and surrogate.requires_grad:
                 surrogate.backward(retain_graph=loss.retain_graph)
             return value, params
@@ -78,7 +78,9 @@ class SVI:
                 out = loss(self.model, self.guide, *args, **kwargs)
                 out.backward()
                 value = out.detach()
-        params = {n: store_params[n] for n in tracer.trace.param_nodes if n in store_params}
+        found: dict[str, Any] = {}
+        record_params(found, tracer.trace)
+        params = touched_params(found)
         return float(value), params
 
     def step(self, *args: Any, **kwargs: Any) -> float:
@@ -86,10 +88,13 @@ class SVI:
         try:
             value, params = self._compute(args, kwargs)
         except BaseException:
-            # A failed step must not leave half-accumulated gradients behind.
+            # A failed step must not leave half-accumulated gradients behind (module-local
+            # parameters are not in the store: clear those the last step touched too).
             _clear_grads(_PARAM_STORE._params.values())
+            _clear_grads(self._last_params.values())
             raise
         self._update(params)
+        self._last_params = params
         return value
 
     def _update(self, params: dict[str, torch.Tensor]) -> None:

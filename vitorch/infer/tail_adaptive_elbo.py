@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..params import record_params
 from .elbo import Trace_ELBO, _counts, _scaled_total, _warn_missing
 
 __all__ = ["TraceTailAdaptive_ELBO"]
@@ -91,15 +92,12 @@ class TraceTailAdaptive_ELBO(Trace_ELBO):
         raise NotImplementedError("Loss method for TraceTailAdaptive_ELBO not implemented")
 
     def _evaluate(self, model, guide, args, kwargs, check_new_obs: bool):
-        param_names: dict[str, None] = {}
+        param_names: dict[str, Any] = {}
         log_w_parts = []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             self._check_new_observations(model_trace, validate=check_new_obs)
             log_w_parts.append(self._log_weights(model_trace, guide_trace))
-            for tr in (guide_trace, model_trace):
-                for name, site in tr.nodes.items():
-                    if site.type == "param":
-                        param_names[name] = None
+            record_params(param_names, guide_trace, model_trace)
         log_w = torch.cat(log_w_parts)
         rho = tail_adaptive_weights(log_w, self.tail_adaptive_beta)
         surrogate = (rho * log_w).sum() / rho.sum()

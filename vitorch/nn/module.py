@@ -12,6 +12,12 @@
 
 Within one call of the outermost module, each attribute is computed once and cached, so
 ``self.w`` read twice in a forward is one sample site, not two.
+
+With ``vitorch.settings.set(module_local_params=True)`` the parameters of PyroModules stay
+local: the global param store is neither read nor written, ``module.parameters()`` is the
+whole state, and two models may use the same names. Reads are still ``param`` sites (so
+handlers and SVI see them), which is how ``Trace_ELBO()(model, guide)`` plus a torch
+optimizer, or an engine such as Lightning, trains them.
 """
 
 from __future__ import annotations
@@ -22,12 +28,31 @@ import torch
 from torch import nn
 from torch.distributions import constraints, transform_to
 
-from ..params import _PARAM_STORE
+from .. import settings
+from ..params import _PARAM_STORE, LocalParam
 from ..primitives import module as _register_module
 from ..primitives import sample
 from ..runtime import _STACK, Message, apply_stack
 
 __all__ = ["PyroModule", "PyroParam", "PyroSample", "to_pyro_module_"]
+
+_MODULE_LOCAL_PARAMS = False
+settings.register(
+    "module_local_params",
+    __name__,
+    "_MODULE_LOCAL_PARAMS",
+    settings.check_bool("module_local_params"),
+)
+
+
+def _local_param_site(fullname: str, unconstrained: torch.Tensor, value: torch.Tensor, event_dim):
+    """Send a module-local param through the handlers (they may replace its value)."""
+    if not _STACK:
+        return value
+    msg = Message(
+        "param", fullname, LocalParam(unconstrained, value), (), {"event_dim": event_dim}, value
+    )
+    return apply_stack(msg).value
 
 
 class PyroParam(NamedTuple):
@@ -228,7 +253,11 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
         key = fullname + "$$$"  # cannot clash with an attribute's dotted name
         if context.depth and key in context.cache:
             return
-        _register_module(fullname, child)
+        if _MODULE_LOCAL_PARAMS:
+            for path, p in child.named_parameters():
+                _local_param_site(f"{fullname}$$${path}", p, p, None)
+        else:
+            _register_module(fullname, child)
         if context.depth:
             context.cache[key] = child
 
@@ -239,13 +268,18 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
         if context.depth and fullname in cache:
             return cache[fullname]
         unconstrained = self._parameters[name + "_unconstrained"]
-        _sync_with_store(fullname, unconstrained, constraint, event_dim)
-        if _STACK:
+        if _MODULE_LOCAL_PARAMS:
+            value = _local_param_site(
+                fullname, unconstrained, transform_to(constraint)(unconstrained), event_dim
+            )
+        elif _STACK:
+            _sync_with_store(fullname, unconstrained, constraint, event_dim)
             msg = Message(
                 "param", fullname, _PARAM_STORE.get_param, (fullname,), {"event_dim": event_dim}
             )
             value = apply_stack(msg).value
         else:
+            _sync_with_store(fullname, unconstrained, constraint, event_dim)
             value = _PARAM_STORE[fullname]
         if context.depth:
             cache[fullname] = value
@@ -256,9 +290,14 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
         context = self._pyro_context
         if context.depth and fullname in context.cache:
             return context.cache[fullname]
-        _sync_with_store(fullname, parameter, constraints.real, None)
-        msg = Message("param", fullname, _PARAM_STORE.get_param, (fullname,), {"event_dim": None})
-        value = apply_stack(msg).value
+        if _MODULE_LOCAL_PARAMS:
+            value = _local_param_site(fullname, parameter, parameter, None)
+        else:
+            _sync_with_store(fullname, parameter, constraints.real, None)
+            msg = Message(
+                "param", fullname, _PARAM_STORE.get_param, (fullname,), {"event_dim": None}
+            )
+            value = apply_stack(msg).value
         if context.depth:
             context.cache[fullname] = value
         return value
