@@ -12,6 +12,7 @@ from . import distributions, handlers, infer, nn, ops, optim, poutine, settings,
 from .distributions import enable_validation, is_validation_enabled, validation_enabled
 from .handlers import condition, do, markov
 from .handlers.seed import set_rng_seed
+from .infer.inspect import render_model
 from .params import clear_param_store, get_param_store
 from .primitives import (
     barrier,
@@ -56,6 +57,7 @@ __all__ = [
     "plate_stack",
     "poutine",
     "random_module",
+    "render_model",
     "sample",
     "set_rng_seed",
     "settings",

@@ -7,6 +7,7 @@ from torch.distributions import Distribution
 from . import constraints, kl, transforms
 from .avf_mvn import AVFMultivariateNormal
 from .delta import Delta
+from .directional import ProjectedNormal, SineBivariateVonMises, SineSkewed, VonMises3D
 from .distribution import TorchDistribution, TorchDistributionMixin
 from .extra import (
     AffineBeta,
@@ -23,9 +24,23 @@ from .extra import (
     ZeroInflatedNegativeBinomial,
     ZeroInflatedPoisson,
 )
+from .families import (
+    ExtendedBetaBinomial,
+    ExtendedBinomial,
+    GaussianScaleMixture,
+    LogNormalNegativeBinomial,
+    MixtureOfDiagNormals,
+    MixtureOfDiagNormalsSharedCovariance,
+    NanMaskedMultivariateNormal,
+    NanMaskedNormal,
+    SkewLogistic,
+    SoftAsymmetricLaplace,
+)
+from .hmm import DiscreteHMM
 from .kl import kl_divergence, register_kl
 from .masked import MaskedDistribution
 from .omt_mvn import OMTMultivariateNormal
+from .ordinal import LKJ, Empirical, LKJCorrCholesky, OrderedLogistic, Rejector
 from .torch import *  # noqa: F403  (the torch families, listed in torch.__all__)
 from .torch import __all__ as _torch_all
 from .transforms import biject_to, transform_to
@@ -67,6 +82,26 @@ __all__ = [
     "ZeroInflatedDistribution",
     "ZeroInflatedNegativeBinomial",
     "ZeroInflatedPoisson",
+    "ProjectedNormal",
+    "SineBivariateVonMises",
+    "SineSkewed",
+    "VonMises3D",
+    "ExtendedBetaBinomial",
+    "ExtendedBinomial",
+    "GaussianScaleMixture",
+    "LogNormalNegativeBinomial",
+    "MixtureOfDiagNormals",
+    "MixtureOfDiagNormalsSharedCovariance",
+    "NanMaskedMultivariateNormal",
+    "NanMaskedNormal",
+    "SkewLogistic",
+    "SoftAsymmetricLaplace",
+    "DiscreteHMM",
+    "LKJ",
+    "Empirical",
+    "LKJCorrCholesky",
+    "OrderedLogistic",
+    "Rejector",
     "Delta",
     "Distribution",
     "MaskedDistribution",

@@ -15,6 +15,10 @@ and these constraints ask for different unconstraining transforms:
 - ``unit_lower_cholesky``: lower-triangular matrices with ones on the
   diagonal (``event_dim == 2``).
 
+And Pyro's constraints that torch lacks: ``integer``, ``ordered_vector``,
+``positive_ordered_vector``, ``sphere``, ``corr_matrix`` (and ``corr_cholesky_constraint``,
+Pyro's old name for ``corr_cholesky``).
+
 Example:
     >>> import torch
     >>> from vitorch.distributions import constraints
@@ -61,13 +65,72 @@ class _UnitLowerCholesky(Constraint):
         return lower & ones
 
 
+class _Integer(Constraint):
+    """Whole numbers of any sign."""
+
+    is_discrete = True
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return value % 1 == 0
+
+
+class _OrderedVector(Constraint):
+    """Real vectors strictly increasing along the last dim."""
+
+    event_dim = 1
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        if value.dim() == 0:
+            return torch.tensor(False, device=value.device)
+        return (value[..., 1:] > value[..., :-1]).all(-1)
+
+
+class _PositiveOrderedVector(_OrderedVector):
+    """Positive real vectors strictly increasing along the last dim."""
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        return super().check(value) & (value > 0).all(-1)
+
+
+class _Sphere(Constraint):
+    """Vectors of unit Euclidean norm along the last dim (to ``100 eps sqrt(d)``)."""
+
+    event_dim = 1
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        tol = 100 * torch.finfo(value.dtype).eps * value.size(-1) ** 0.5
+        return (torch.linalg.vector_norm(value, dim=-1) - 1).abs() < tol
+
+
+class _CorrMatrix(Constraint):
+    """Symmetric positive-definite matrices with unit diagonal (to ``1e-6``)."""
+
+    event_dim = 2
+
+    def check(self, value: torch.Tensor) -> torch.Tensor:
+        unit = ((value.diagonal(dim1=-2, dim2=-1) - 1).abs() < 1e-6).all(-1)
+        return positive_definite.check(value) & unit  # noqa: F405
+
+
 softplus_positive = _SoftplusPositive()
 softplus_lower_cholesky = _SoftplusLowerCholesky()
 unit_lower_cholesky = _UnitLowerCholesky()
+integer = _Integer()
+ordered_vector = _OrderedVector()
+positive_ordered_vector = _PositiveOrderedVector()
+sphere = _Sphere()
+corr_matrix = _CorrMatrix()
+corr_cholesky_constraint = corr_cholesky  # noqa: F405  (Pyro's deprecated alias)
 
 __all__ = [
+    "corr_cholesky_constraint",
+    "corr_matrix",
+    "integer",
+    "ordered_vector",
+    "positive_ordered_vector",
     "softplus_lower_cholesky",
     "softplus_positive",
+    "sphere",
     "unit_lower_cholesky",
 ]
 __all__.extend(_torch_constraints)

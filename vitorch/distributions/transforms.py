@@ -449,3 +449,38 @@ __all__.extend(n for n in _torch_transforms if n not in __all__)
 from .affine_autoregressive import AffineAutoregressive, affine_autoregressive  # noqa: E402
 
 __all__ += ["AffineAutoregressive", "affine_autoregressive"]
+
+# Pyro's parameter-free transforms, and the registrations for Pyro's extra constraints.
+from .transforms_extra import (  # noqa: E402
+    CholeskyTransform,
+    CorrLCholeskyTransform,
+    CorrMatrixCholeskyTransform,
+    DiscreteCosineTransform,
+    ELUTransform,
+    HaarTransform,
+    LeakyReLUTransform,
+    Normalize,
+    OrderedTransform,
+    PositivePowerTransform,
+    SimplexToOrderedTransform,
+    elu,
+    leaky_relu,
+    register_extra_transforms,
+)
+
+register_extra_transforms()
+__all__ += [
+    "CholeskyTransform",
+    "CorrLCholeskyTransform",
+    "CorrMatrixCholeskyTransform",
+    "DiscreteCosineTransform",
+    "ELUTransform",
+    "HaarTransform",
+    "LeakyReLUTransform",
+    "Normalize",
+    "OrderedTransform",
+    "PositivePowerTransform",
+    "SimplexToOrderedTransform",
+    "elu",
+    "leaky_relu",
+]

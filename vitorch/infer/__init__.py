@@ -3,7 +3,10 @@
 
 from .._aliases import alias_modules as _alias_modules
 from ..distributions import enable_validation, is_validation_enabled
-from . import reparam  # noqa: F401  (vitorch.infer.reparam.LocScaleReparam, ...)
+from . import (
+    inspect,  # noqa: F401  (vitorch.infer.inspect.get_dependencies, ...)
+    reparam,  # noqa: F401  (vitorch.infer.reparam.LocScaleReparam, ...)
+)
 from .discrete import infer_discrete
 from .distributed import DistributedSVI, shard
 from .elbo import (
@@ -18,6 +21,7 @@ from .importance import EmpiricalMarginal, Importance, TracePosterior
 from .predictive import MHResampler, Predictive, WeighedPredictive, WeighedPredictiveResults
 from .renyi_elbo import RenyiELBO
 from .summary import summary
+from .svgd import SVGD, IMQSteinKernel, RBFSteinKernel
 from .svi import SVI
 from .tail_adaptive_elbo import TraceTailAdaptive_ELBO
 from .traceenum_elbo import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate
@@ -39,6 +43,9 @@ __all__ = [
     "WeighedPredictive",
     "WeighedPredictiveResults",
     "RenyiELBO",
+    "IMQSteinKernel",
+    "RBFSteinKernel",
+    "SVGD",
     "SVI",
     "TraceEnum_ELBO",
     "TraceGraph_ELBO",

@@ -1,6 +1,7 @@
-"""Tensor helpers of Pyro's ``pyro.ops`` that models use (``indexing.Vindex``)."""
+"""Tensor helpers of Pyro's ``pyro.ops``: ``indexing.Vindex``, ``stats`` (posterior
+summaries) and ``provenance`` (what ``vitorch.render_model`` tracks)."""
 
-from . import indexing
+from . import indexing, provenance, stats
 from .indexing import Vindex, vindex
 
-__all__ = ["Vindex", "indexing", "vindex"]
+__all__ = ["Vindex", "indexing", "provenance", "stats", "vindex"]
