@@ -36,6 +36,14 @@ from .families import (
     SkewLogistic,
     SoftAsymmetricLaplace,
 )
+from .flows import (
+    ComposeTransformModule,
+    ConditionalDistribution,
+    ConditionalTransform,
+    ConditionalTransformedDistribution,
+    ConditionalTransformModule,
+    TransformModule,
+)
 from .hmm import DiscreteHMM
 from .kl import kl_divergence, register_kl
 from .masked import MaskedDistribution
@@ -82,6 +90,12 @@ __all__ = [
     "ZeroInflatedDistribution",
     "ZeroInflatedNegativeBinomial",
     "ZeroInflatedPoisson",
+    "ComposeTransformModule",
+    "ConditionalDistribution",
+    "ConditionalTransform",
+    "ConditionalTransformedDistribution",
+    "ConditionalTransformModule",
+    "TransformModule",
     "ProjectedNormal",
     "SineBivariateVonMises",
     "SineSkewed",

@@ -344,6 +344,17 @@ class StudentT(_td.StudentT, TorchDistributionMixin):
 class TransformedDistribution(_td.TransformedDistribution, TorchDistributionMixin):
     __doc__ = _td.TransformedDistribution.__doc__
 
+    def clear_cache(self) -> None:
+        """Drop the cached input/output pairs of the transforms (Pyro's method).
+
+        A learnable flow caches ``x -> y``; after an optimizer step changes its parameters,
+        scoring the same tensor again would reuse the old pair. Call this after each step.
+        """
+        for t in self.transforms:
+            clear = getattr(t, "clear_cache", None)
+            if clear is not None:
+                clear()
+
 
 class Uniform(_td.Uniform, TorchDistributionMixin):
     __doc__ = _td.Uniform.__doc__

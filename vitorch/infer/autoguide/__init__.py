@@ -27,6 +27,7 @@ from .effect import (
     AutoNormalMessenger,
     AutoRegressiveMessenger,
 )
+from .flow import AutoNormalizingFlow
 from .iaf import AutoIAFNormal
 from .initialization import (
     init_to_feasible,
@@ -40,6 +41,7 @@ from .laplace import AutoLaplaceApproximation
 from .normal import AutoDelta, AutoNormal
 
 __all__ = [
+    "AutoNormalizingFlow",
     "AutoCallable",
     "AutoContinuous",
     "AutoDelta",
