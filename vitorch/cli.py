@@ -101,7 +101,8 @@ def check_model(model: Callable, args: tuple, kwargs: dict, path: str) -> None:
         current: str | None = None
 
         def _process_message(self, msg: Any) -> None:
-            self.current = msg.name
+            if not getattr(msg.fn, "_is_subsample", False):  # a plate's indices: not a site
+                self.current = msg.name
             super()._process_message(msg)
 
     tracer = _Watch()

@@ -46,7 +46,14 @@ def test_poutine_is_an_alias_of_handlers() -> None:
 class TestTrace:
     def test_records_sites_in_order_with_input_and_return(self) -> None:
         tr = handlers.trace(model_basic).get_trace(DATA)
-        assert list(tr.nodes) == ["_INPUT", "w", "z", "x", "_RETURN"]
+        assert list(tr.nodes) == [
+            "_INPUT",
+            "w",
+            "z",
+            "data",
+            "x",
+            "_RETURN",
+        ]  # "data": the plate, as in Pyro
         assert tr.nodes["_INPUT"]["type"] == "args"
         assert tr.nodes["_INPUT"]["args"] == (DATA,)
         assert tr.nodes["_INPUT"]["kwargs"] == {}
@@ -83,7 +90,7 @@ class TestTrace:
         with handlers.trace() as tracer:
             z = model_basic(DATA)
         tr = tracer.trace
-        assert list(tr.nodes) == ["w", "z", "x"]
+        assert list(tr.nodes) == ["w", "z", "data", "x"]
         assert tr.nodes["z"]["value"] is z
 
     def test_compute_log_prob_and_log_prob_sum(self) -> None:

@@ -47,7 +47,7 @@ class BroadcastMessenger(Messenger):
     """Expand every sample site's distribution to the batch shape of its enclosing plates."""
 
     def _pyro_sample(self, msg: Message) -> None:
-        if msg.done or not hasattr(msg.fn, "batch_shape"):
+        if msg.done or getattr(msg.fn, "_is_subsample", False):
             return
         shape = broadcast_batch_shape(msg)
         if shape != msg.fn.batch_shape:

@@ -39,6 +39,8 @@ class _Subsample:
         self.device = device
 
     def __call__(self) -> torch.Tensor:
+        if self.subsample_size >= self.size:
+            return _arange(self.size, self.device)
         return torch.randperm(self.size, device=self.device)[: self.subsample_size]
 
     sample = rsample = __call__
@@ -121,12 +123,15 @@ class PlateMessenger(Messenger):
         return self.subsample_size != self.size or self.subsample is not None
 
     def _draw_indices(self) -> torch.Tensor:
-        if not self.subsampling:
-            return _arange(self.size, self.device)
         if not _STACK:
             if self.subsample is not None:
                 return self.subsample
+            if not self.subsampling:
+                return _arange(self.size, self.device)
             return torch.randperm(self.size, device=self.device)[: self.subsample_size]
+        # Under handlers the indices are a site even without subsampling, as in Pyro: a
+        # model's full-size plate replayed against a guide that subsamples it must use the
+        # guide's items (and scale by size / their number).
         msg = Message(
             "sample",
             self.name,
@@ -134,7 +139,11 @@ class PlateMessenger(Messenger):
             value=self.subsample,
             is_observed=self.subsample is not None,
         )
-        return apply_stack(msg).value
+        indices = apply_stack(msg).value
+        if len(indices) != self.subsample_size:
+            self.subsample_size = len(indices)
+            self._scale = self.size / len(indices) if len(indices) else 1.0
+        return indices
 
     def _allocate_dim(self) -> int:
         if self._user_dim is not None:

@@ -235,6 +235,15 @@ class TraceMessenger(Messenger):
         if name in nodes:
             if msg.type == "param" and nodes[name].type == "param":
                 return  # reading a parameter twice is fine
+            if _is_subsample(msg) and _is_subsample(nodes[name]):
+                # The same plate entered again (a second ``plate("data", N)`` object);
+                # Pyro raises here, vitorch keeps the first record when the sizes agree.
+                if msg.fn.size == nodes[name].fn.size:
+                    return
+                raise ValueError(
+                    f"plate {name!r} is used with two sizes, {nodes[name].fn.size} and "
+                    f"{msg.fn.size}; one name means one plate"
+                )
             raise ValueError(
                 f"duplicate site name {name!r}: a model or guide must give every "
                 f"{msg.type} site a unique name (the first was a {nodes[name].type} site)"
