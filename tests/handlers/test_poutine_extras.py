@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import queue as pyqueue
 
 import pytest
@@ -249,3 +250,35 @@ def test_iarange_and_irange_are_plates():
     assert x.shape == (3,) and idx.tolist() == [0, 1, 2]
     with pytest.warns(FutureWarning, match="irange"):
         assert list(vitorch.irange("seq", 2)) == [0, 1]
+
+
+def test_full_size_model_plate_takes_the_guides_subsample():
+    """Pyro's LDA pattern: the guide subsamples, the model declares the whole plate."""
+    data = torch.arange(50.0)
+
+    def model():
+        with vitorch.plate("docs", 50) as idx:
+            z = vitorch.sample("z", dist.Normal(0.0, 1.0))
+            vitorch.sample("x", dist.Normal(z, 1.0), obs=data[idx])
+        return idx
+
+    def guide():
+        with vitorch.plate("docs", 50, subsample_size=10):
+            vitorch.sample("z", dist.Normal(0.0, 1.0))
+
+    vitorch.set_rng_seed(0)
+    guide_tr = poutine.trace(guide).get_trace()
+    model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace()
+    idx = guide_tr.nodes["docs"]["value"]
+    assert len(idx) == 10 and torch.equal(model_tr.nodes["_RETURN"]["value"], idx)
+    assert torch.equal(model_tr.nodes["x"]["value"], data[idx])
+    assert model_tr.nodes["x"]["scale"] == pytest.approx(5.0)  # 50 items / 10 used
+    # Without a guide the model uses all 50 items, unscaled.
+    tr = poutine.trace(model).get_trace()
+    assert torch.equal(tr.nodes["_RETURN"]["value"], torch.arange(50))
+    assert tr.nodes["x"]["scale"] == 1.0
+    # The ELBO sees the rescaled log-likelihood: check one term against its hand value.
+    elbo = vitorch.infer.Trace_ELBO()
+    vitorch.set_rng_seed(1)
+    loss = elbo.loss(model, guide)
+    assert math.isfinite(loss)
