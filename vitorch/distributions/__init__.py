@@ -2,7 +2,7 @@
 
 import contextlib
 
-from torch.distributions import Distribution
+from torch.distributions import Distribution, ExponentialFamily
 
 from . import constraints, kl, transforms
 from .avf_mvn import AVFMultivariateNormal
@@ -47,11 +47,19 @@ from .flows import (
 from .hmm import DiscreteHMM
 from .kl import kl_divergence, register_kl
 from .masked import MaskedDistribution
+from .misc import ExpandedDistribution, GroupedNormalNormal, TruncatedPolyaGamma
 from .omt_mvn import OMTMultivariateNormal
 from .ordinal import LKJ, Empirical, LKJCorrCholesky, OrderedLogistic, Rejector
-from .torch import *  # noqa: F403  (the torch families, listed in torch.__all__)
+from .relaxed import (
+    MaskedMixture,
+    RelaxedBernoulliStraightThrough,
+    RelaxedOneHotCategoricalStraightThrough,
+)
+from .stable import Stable, StableWithLogProb
+from .torch import *  # noqa: F403
 from .torch import __all__ as _torch_all
 from .transforms import biject_to, transform_to
+from .unit import Unit
 from .util import broadcast_shape, sum_rightmost
 
 
@@ -90,6 +98,16 @@ __all__ = [
     "ZeroInflatedDistribution",
     "ZeroInflatedNegativeBinomial",
     "ZeroInflatedPoisson",
+    "ExpandedDistribution",
+    "GroupedNormalNormal",
+    "TruncatedPolyaGamma",
+    "MaskedMixture",
+    "RelaxedBernoulliStraightThrough",
+    "RelaxedOneHotCategoricalStraightThrough",
+    "Stable",
+    "StableWithLogProb",
+    "Unit",
+    "ExponentialFamily",
     "ComposeTransformModule",
     "ConditionalDistribution",
     "ConditionalTransform",

@@ -8,6 +8,8 @@ left and ``.shape(sample_shape)`` for the shape of a draw.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch.distributions import Distribution
 
@@ -65,6 +67,21 @@ class TorchDistributionMixin:
 
         return MaskedDistribution(self, mask)
 
+    def independent(self, reinterpreted_batch_ndims: int | None = None) -> Distribution:
+        """Pyro's deprecated name for :meth:`to_event`."""
+        warnings.warn(
+            "independent() is deprecated (as in Pyro); use to_event()",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.to_event(reinterpreted_batch_ndims)
+
 
 class TorchDistribution(Distribution, TorchDistributionMixin):
     """Base class for distributions that vitorch defines itself."""
+
+    def expand(self, batch_shape, _instance=None) -> Distribution:
+        """Without a family-specific ``expand``, wrap: an :class:`ExpandedDistribution`."""
+        from .misc import ExpandedDistribution
+
+        return ExpandedDistribution(self, batch_shape)

@@ -6,7 +6,10 @@
 - :class:`AutoNormalMessenger`, :class:`AutoHierarchicalNormalMessenger`,
   :class:`AutoRegressiveMessenger`: guides that run the model itself and replace each latent
   site's prior (evaluated at the upstream draws) with a learned posterior.
-- :class:`AutoIAFNormal`: a Normal pushed through inverse autoregressive flows.
+- :class:`AutoIAFNormal`, :class:`AutoNormalizingFlow`: a Normal pushed through flows.
+- :class:`AutoStructured`: per-site conditionals (delta, normal, mvn) with linear
+  dependencies between sites; :class:`AutoGaussian`: a Gaussian with the model's
+  conditional-independence structure (dense backend).
 - :class:`AutoLaplaceApproximation`: MAP over the latent vector, then a Gaussian with the
   inverse Hessian as covariance (``laplace_approximation()``).
 - :class:`AutoGuideList`: several guides over disjoint sites of one model.
@@ -28,6 +31,7 @@ from .effect import (
     AutoRegressiveMessenger,
 )
 from .flow import AutoNormalizingFlow
+from .gaussian import AutoGaussian
 from .iaf import AutoIAFNormal
 from .initialization import (
     init_to_feasible,
@@ -39,9 +43,12 @@ from .initialization import (
 )
 from .laplace import AutoLaplaceApproximation
 from .normal import AutoDelta, AutoNormal
+from .structured import AutoStructured
 
 __all__ = [
     "AutoNormalizingFlow",
+    "AutoGaussian",
+    "AutoStructured",
     "AutoCallable",
     "AutoContinuous",
     "AutoDelta",
