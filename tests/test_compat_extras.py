@@ -98,3 +98,65 @@ def test_factor_records_whether_its_term_is_reparameterized():
     assert tr.nodes["f"]["fn"].has_rsample is False
     assert tr.nodes["g"]["fn"].has_rsample is True
     assert float(tr.log_prob_sum()) == pytest.approx(-2.0)
+
+
+def test_real_valued_masks_act_as_bool_masks():
+    """DMM passes a float mini-batch mask, AIR a float Bernoulli draw: Pyro takes mask.bool()."""
+    d = dist.Normal(torch.zeros(3), 1.0)
+    value = torch.tensor([0.5, -1.0, 2.0])
+    for mask in (torch.tensor([1.0, 0.0, 1.0]), torch.tensor([1, 0, 1])):
+        expected = d.log_prob(value) * torch.tensor([1.0, 0.0, 1.0])
+        assert torch.equal(d.mask(mask).log_prob(value), expected)
+
+
+def test_simplex_param_accepts_an_unnormalized_init_like_pyro():
+    vitorch.clear_param_store()
+    raw = torch.tensor([1.0, 3.0, 4.0])
+    p = vitorch.param("p", raw, constraint=dist.constraints.simplex)
+    assert torch.allclose(p, raw / raw.sum())
+    with pytest.raises(ValueError, match=r"param 'q'.*outside the constraint"):
+        vitorch.param("q", torch.tensor([-1.0, 2.0]), constraint=dist.constraints.positive)
+    m = vitorch.nn.PyroModule()
+    m.w = vitorch.nn.PyroParam(raw, dist.constraints.simplex)
+    assert torch.allclose(m.w, raw / raw.sum())
+    vitorch.clear_param_store()
+
+
+def test_plate_without_a_size_is_pyros_any_size_plate():
+    """CVAE's model uses plate("data") with no size: a dim, no broadcasting, no scaling."""
+
+    def model(x):
+        with vitorch.plate("data"):
+            z = vitorch.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+            vitorch.sample("x", dist.Normal(z.sum(-1), 1.0), obs=x)
+
+    x = torch.randn(5)
+    tr = poutine.trace(model).get_trace(x)
+    tr.compute_log_prob()
+    assert tr.nodes["z"]["value"].shape == (5, 2)
+    assert tr.nodes["x"]["scale"] == 1.0
+    assert tr.nodes["x"]["cond_indep_stack"][0].size == -1
+
+    # The guide runs the same plate: the ELBO is finite and the log-densities unscaled.
+    def guide(x):
+        with vitorch.plate("data"):
+            vitorch.sample("z", dist.Normal(torch.zeros(x.shape[0], 2), 1.0).to_event(1))
+
+    assert torch.isfinite(torch.tensor(Trace_ELBO().loss(model, guide, x)))
+    with pytest.raises(ValueError, match="size must be a non-negative int"):
+        vitorch.plate("bad", -3)
+
+
+def test_param_values_lead_back_to_their_leaf_tensor():
+    """Pyro code hands site["value"].unconstrained() to a torch optimizer (mixed_hmm)."""
+    vitorch.clear_param_store()
+
+    def model():
+        vitorch.param("a", torch.tensor(0.5))
+        vitorch.param("b", torch.tensor(2.0), constraint=dist.constraints.positive)
+
+    tr = poutine.trace(model).get_trace()
+    store = vitorch.get_param_store()
+    for name in ("a", "b"):
+        assert tr.nodes[name]["value"].unconstrained() is store.get_unconstrained(name)
+    vitorch.clear_param_store()

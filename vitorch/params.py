@@ -8,6 +8,7 @@ the unconstrained one. The transform is looked up once per name, not once per re
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +29,49 @@ MODULE_DIVIDER = "$$$"
 def user_param_name(name: str) -> str:
     """The name a user gave a parameter: the path inside its module for a module's one."""
     return name.split(MODULE_DIVIDER, 1)[1] if MODULE_DIVIDER in name else name
+
+
+class _LeafRef:
+    """``value.unconstrained()``: Pyro's way back from a parameter's value to its leaf tensor.
+
+    A weak reference, so a value does not keep its leaf alive; unlike a bare
+    ``weakref.ref`` it survives pickling and deep copies of the tensor that carries it
+    (as a dead reference: the store gives the copy a live one when it adopts it).
+    """
+
+    __slots__ = ("_ref",)
+
+    def __init__(self, tensor: torch.Tensor | None):
+        self._ref = None if tensor is None else weakref.ref(tensor)
+
+    def __call__(self) -> torch.Tensor | None:
+        return None if self._ref is None else self._ref()
+
+    def __reduce__(self):
+        return (_LeafRef, (None,))
+
+    def __deepcopy__(self, memo: dict) -> _LeafRef:
+        return _LeafRef(None)
+
+
+def unconstrain_init(who: str, value: torch.Tensor, constraint: Constraint, transform: Any):
+    """The unconstrained tensor for the initial ``value`` of a constrained parameter.
+
+    A value outside the constraint is accepted when the transform maps it onto one inside
+    it, as in Pyro (an unnormalized positive vector for a simplex becomes its
+    normalization); one the transform cannot take (a negative value for a positive
+    parameter: its log is NaN) raises, rather than surface later as a NaN loss.
+    """
+    unconstrained = transform.inv(value)
+    if bool(constraint.check(value).all()):
+        return unconstrained
+    if bool(torch.isfinite(unconstrained).all()) and bool(
+        constraint.check(transform(unconstrained)).all()
+    ):
+        return unconstrained
+    raise ValueError(
+        f"{who}: the initial value is outside the constraint {constraint} (got {value})"
+    )
 
 
 class LocalParam:
@@ -137,7 +181,12 @@ class ParamStoreDict:
                 f"(it has {sorted(self._params)[:10]})"
             ) from None
         t = self._transforms[name]
-        return unconstrained if t is None else t(unconstrained)
+        if t is None:
+            return unconstrained  # carries ``.unconstrained`` since it was stored
+        value = t(unconstrained)
+        # Pyro's convention: a constrained value leads back to its leaf tensor.
+        value.unconstrained = _LeafRef(unconstrained)
+        return value
 
     def __setitem__(self, name: str, new_constrained_value: torch.Tensor) -> None:
         constraint = self._constraints.get(name, constraints.real)
@@ -170,15 +219,13 @@ class ParamStoreDict:
             transform = constraint_transform(constraint)
             constrained = constrained.detach()
             if transform is not None:
-                if not bool(constraint.check(constrained).all()):
-                    raise ValueError(
-                        f"param {name!r}: the initial value is outside the constraint "
-                        f"{constraint} (got {constrained})"
-                    )
-                unconstrained = transform.inv(constrained)
+                unconstrained = unconstrain_init(
+                    f"param {name!r}", constrained, constraint, transform
+                )
             else:
                 unconstrained = constrained.clone()
         unconstrained = unconstrained.contiguous().requires_grad_(True)
+        unconstrained.unconstrained = _LeafRef(unconstrained)
         old = self._params.get(name)
         if old is not None:
             self._param_to_name.pop(old, None)
@@ -204,6 +251,7 @@ class ParamStoreDict:
         self._transforms[name] = constraint_transform(constraint)
         self._param_to_name[tensor] = name
         self._event_dims[name] = event_dim
+        tensor.unconstrained = _LeafRef(tensor)
 
     def get_param(
         self,
@@ -247,7 +295,12 @@ class ParamStoreDict:
                     f"vitorch.clear_param_store() / del the param first)"
                 )
         t = self._transforms[name]
-        return unconstrained if t is None else t(unconstrained)
+        if t is None:
+            return unconstrained  # carries ``.unconstrained`` since it was stored
+        value = t(unconstrained)
+        # Pyro's convention: a constrained value leads back to its leaf tensor.
+        value.unconstrained = _LeafRef(unconstrained)
+        return value
 
     def setdefault(self, name: str, init_constrained_value, constraint=constraints.real):
         return self.get_param(name, init_constrained_value, constraint)
@@ -279,6 +332,7 @@ class ParamStoreDict:
             if existing is not None:
                 self._param_to_name.pop(existing, None)
             new = unconstrained.detach().clone().requires_grad_(True)
+            new.unconstrained = _LeafRef(new)
             self._params[name] = new
             self._constraints[name] = constraint
             self._transforms[name] = constraint_transform(constraint)

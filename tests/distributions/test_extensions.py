@@ -350,7 +350,9 @@ def test_masked_minus_inf_does_not_leak_into_gradient() -> None:
 def test_masked_rejects_bad_masks() -> None:
     base = dist.Normal(torch.zeros(3), 1.0)
     with pytest.raises(TypeError, match="bool"):
-        base.mask(torch.tensor([1, 0, 1]))
+        base.mask(torch.tensor([1j, 0j, 1j]))  # real masks are taken as mask.bool(), as in Pyro
+    with pytest.raises(TypeError, match="bool"):
+        base.mask("yes")
     with pytest.raises(ValueError, match="broadcast"):
         base.mask(torch.tensor([True, False]))
 

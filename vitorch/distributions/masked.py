@@ -53,9 +53,14 @@ class MaskedDistribution(TorchDistribution):
             batch_shape = base_dist.batch_shape
         elif isinstance(mask, torch.Tensor):
             if mask.dtype != torch.bool:
-                raise TypeError(
-                    f"MaskedDistribution: mask must be a bool tensor, got dtype {mask.dtype}"
-                )
+                if mask.is_complex():
+                    raise TypeError(
+                        f"MaskedDistribution: mask must be a bool (or 0/1 real) tensor, got "
+                        f"dtype {mask.dtype}"
+                    )
+                # Pyro takes any real mask as ``mask.bool()`` (DMM's float mini-batch
+                # masks, AIR's float z_pres draws): nonzero keeps the entry.
+                mask = mask.bool()
             try:
                 batch_shape = torch.broadcast_shapes(mask.shape, base_dist.batch_shape)
             except RuntimeError:

@@ -53,7 +53,7 @@ def _arange(size: int, device: Any) -> torch.Tensor:
     key = (size, device)
     t = _ARANGE_CACHE.get(key)
     if t is None:
-        t = _ARANGE_CACHE[key] = torch.arange(size, device=device)
+        t = _ARANGE_CACHE[key] = torch.arange(max(size, 0), device=device)  # -1: any size
     return t
 
 
@@ -91,15 +91,17 @@ class PlateMessenger(Messenger):
             subsample_size = len(subsample)
         if size is None:
             if subsample_size is None:
-                raise ValueError(f"plate {name!r} needs a size")
+                # Pyro's "any size" plate: a dim for conditional independence, with no
+                # broadcasting and no scaling (torch's -1 for "arbitrary size").
+                size = subsample_size = -1
             size = subsample_size
         if isinstance(size, torch.Tensor):
             size = int(size)
-        if not isinstance(size, int) or size < 0:
+        if not isinstance(size, int) or size < -1 or (size == -1 and subsample_size != -1):
             raise ValueError(f"plate {name!r}: size must be a non-negative int, got {size!r}")
         if subsample_size is None:
             subsample_size = size
-        if not isinstance(subsample_size, int) or not 0 <= subsample_size <= size:
+        if size != -1 and (not isinstance(subsample_size, int) or not 0 <= subsample_size <= size):
             raise ValueError(
                 f"plate {name!r}: subsample_size must be an int in [0, {size}], got {subsample_size!r}"
             )
@@ -140,7 +142,7 @@ class PlateMessenger(Messenger):
             is_observed=self.subsample is not None,
         )
         indices = apply_stack(msg).value
-        if len(indices) != self.subsample_size:
+        if self.size != -1 and len(indices) != self.subsample_size:
             self.subsample_size = len(indices)
             self._scale = self.size / len(indices) if len(indices) else 1.0
         return indices
@@ -171,7 +173,8 @@ class PlateMessenger(Messenger):
             indices = self._indices = self._draw_indices()
         self.dim = self._allocate_dim()
         _DIMS_IN_USE[self.dim] = self.name
-        self._frame = CondIndepStackFrame(self.name, self.dim, len(indices), 0, self.size)
+        size = len(indices) if self.size != -1 else -1
+        self._frame = CondIndepStackFrame(self.name, self.dim, size, 0, self.size)
         super().__enter__()
         return indices
 
@@ -206,7 +209,7 @@ class PlateMessenger(Messenger):
         if self._scale != 1.0:
             msg.scale = self._scale * msg.scale
         dim = frame.dim  # type: ignore[union-attr]
-        if dim is None or getattr(msg.fn, "_is_subsample", False):
+        if dim is None or frame.size == -1 or getattr(msg.fn, "_is_subsample", False):  # type: ignore[union-attr]
             return
         fn = msg.fn
         batch_shape = fn.batch_shape

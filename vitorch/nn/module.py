@@ -29,7 +29,7 @@ from torch import nn
 from torch.distributions import constraints, transform_to
 
 from .. import settings
-from ..params import _PARAM_STORE, LocalParam
+from ..params import _PARAM_STORE, LocalParam, unconstrain_init
 from ..primitives import module as _register_module
 from ..primitives import sample
 from ..runtime import _STACK, Message, apply_stack
@@ -127,15 +127,10 @@ def _unconstrain(name: str, init_value: Any, constraint: Any) -> nn.Parameter:
         init_value = init_value()
     if not isinstance(init_value, torch.Tensor):
         init_value = torch.as_tensor(init_value, dtype=torch.get_default_dtype())
-    # Outside the support the inverse transform gives NaN (log of a negative ...), which
-    # would only surface later as a NaN loss far from its cause.
-    if not bool(constraint.check(init_value.detach()).all()):
-        raise ValueError(
-            f"PyroParam {name!r}: the initial value is outside the constraint {constraint} "
-            f"(got {init_value.detach()})"
-        )
     with torch.no_grad():
-        value = transform_to(constraint).inv(init_value.detach())
+        value = unconstrain_init(
+            f"PyroParam {name!r}", init_value.detach(), constraint, transform_to(constraint)
+        )
     return nn.Parameter(value.clone().contiguous())
 
 
