@@ -160,3 +160,34 @@ def test_param_values_lead_back_to_their_leaf_tensor():
     for name in ("a", "b"):
         assert tr.nodes[name]["value"].unconstrained() is store.get_unconstrained(name)
     vitorch.clear_param_store()
+
+
+def test_pyros_trace_checks_catch_shapes_the_plates_do_not_declare():
+    """Pyro's eight-schools example with a (8, 1) guide site: Pyro raises, so must we."""
+    import warnings
+
+    def model():
+        with vitorch.plate("schools", 8):
+            vitorch.sample("eta", dist.Normal(0.0, 1.0))
+
+    def bad_guide():
+        with vitorch.plate("schools", 8):
+            vitorch.sample("eta", dist.Normal(torch.zeros(8, 1), 1.0))
+
+    with pytest.raises(ValueError, match="site 'eta', invalid log_prob shape"):
+        Trace_ELBO().loss(model, bad_guide)
+
+    def batch_outside_plates():
+        vitorch.sample("eta", dist.Normal(torch.zeros(8), 1.0))
+
+    with pytest.raises(ValueError, match=r"invalid log_prob shape: expected \[\].*got \[8\]"):
+        Trace_ELBO().loss(batch_outside_plates, batch_outside_plates)
+
+    def half_guide():
+        pass
+
+    with pytest.warns(UserWarning, match=r"Found vars in model but not guide: \['eta'\]"):
+        Trace_ELBO().loss(model, half_guide)
+    with vitorch.validation_enabled(False), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Trace_ELBO().loss(model, lambda: None)  # the checks run under validation only

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 import numbers
 import warnings
 from collections.abc import Iterator
@@ -13,6 +15,8 @@ import torch
 from .handlers.seed import get_rng_state, set_rng_seed, set_rng_state
 
 __all__ = [
+    "check_model_guide_match",
+    "check_site_shape",
     "get_rng_state",
     "ignore_jit_warnings",
     "optional",
@@ -91,3 +95,117 @@ def optional(context_manager: Any, condition: bool) -> Iterator[None]:
             yield
     else:
         yield
+
+
+def _is_latent(site: Any) -> bool:
+    return (
+        site.type == "sample"
+        and not site.is_observed
+        and not getattr(site.fn, "_is_subsample", False)
+    )
+
+
+def _site_batch_shape(site: Any) -> torch.Size:
+    """The shape of the site's log-density: its value's batch dims against the batch shape."""
+    fn = site.fn
+    event_dim = len(getattr(fn, "event_shape", ()))
+    value = site.value
+    batch = tuple(value.shape[: value.dim() - event_dim]) if torch.is_tensor(value) else ()
+    return torch.broadcast_shapes(batch, tuple(getattr(fn, "batch_shape", ())))
+
+
+def check_site_shape(site: Any, max_plate_nesting: float) -> None:
+    """Raise if a sample site's batch dims are not the ones its plates declare (Pyro's check).
+
+    Within the rightmost ``max_plate_nesting`` dims every dim must be a plate's (of that
+    plate's size) or 1; dims further left (particles, enumeration) are not checked.
+    """
+    expected: list[int | None] = []
+    for frame in site.cond_indep_stack:
+        if frame.dim is None:
+            continue
+        if len(expected) < -frame.dim:
+            expected = [None] * (-frame.dim - len(expected)) + expected
+        if expected[frame.dim] is not None:
+            raise ValueError(
+                f"at site {site.name!r} within plate({frame.name!r}, dim={frame.dim}), dim "
+                f"collision: try setting the dim argument of the other plates"
+            )
+        expected[frame.dim] = frame.size
+    expected_shape = [-1 if e is None else e for e in expected]
+    if len(expected_shape) > max_plate_nesting:
+        raise ValueError(
+            f"at site {site.name!r}, plate stack overflow: {len(expected_shape)} plate dims "
+            f"but max_plate_nesting={max_plate_nesting}; raise max_plate_nesting"
+        )
+    actual = list(_site_batch_shape(site))
+    if max_plate_nesting < len(actual):
+        actual = actual[len(actual) - int(max_plate_nesting) :]
+    for have, want in itertools.zip_longest(
+        reversed(actual), reversed(expected_shape), fillvalue=1
+    ):
+        if want not in (-1, have):
+            raise ValueError(
+                f"at site {site.name!r}, invalid log_prob shape: expected {expected_shape} "
+                f"(the plates' sizes, -1 for any), got {actual}. Try one of: enclose the "
+                f"batched tensor in a `with vitorch.plate(...)` block; `.to_event(...)` the "
+                f"distribution; permute the data's dimensions"
+            )
+
+
+def check_model_guide_match(
+    model_trace: Any, guide_trace: Any, max_plate_nesting: float = math.inf
+) -> None:
+    """Warn about latent sites in one trace only; raise where shared sites' shapes differ.
+
+    As Pyro's check: a latent model site without a guide site, or a guide site without a
+    model site (unless ``infer={"is_auxiliary": True}``), warns; event dims or batch
+    shapes that disagree (beyond broadcasting left of ``max_plate_nesting``) raise.
+    """
+    model_vars = {n for n, s in model_trace.nodes.items() if _is_latent(s)}
+    guide_vars = {n for n, s in guide_trace.nodes.items() if _is_latent(s)}
+    aux = {n for n in guide_vars if guide_trace.nodes[n].infer.get("is_auxiliary")}
+    extra_guide = guide_vars - aux - set(model_trace.nodes)
+    if extra_guide:
+        warnings.warn(
+            f"Found non-auxiliary vars in guide but not model, consider marking these "
+            f"infer={{'is_auxiliary': True}}: {sorted(extra_guide)}",
+            UserWarning,
+            stacklevel=4,
+        )
+    missing = {
+        n
+        for n in model_vars - guide_vars
+        if not model_trace.nodes[n].infer.get("enumerate")
+        and not model_trace.nodes[n].infer.get("_deterministic")
+    }
+    if missing:
+        warnings.warn(
+            f"Found vars in model but not guide: {sorted(missing)}", UserWarning, stacklevel=4
+        )
+    for name in sorted(model_vars & guide_vars):
+        model_site, guide_site = model_trace.nodes[name], guide_trace.nodes[name]
+        model_event = len(getattr(model_site.fn, "event_shape", ()))
+        guide_event = len(getattr(guide_site.fn, "event_shape", ()))
+        if model_event != guide_event:
+            raise ValueError(
+                f"Model and guide event_dims disagree at site {name!r}: {model_event} vs "
+                f"{guide_event}"
+            )
+        model_shape = tuple(model_site.value.shape) if torch.is_tensor(model_site.value) else ()
+        guide_shape = tuple(guide_site.value.shape) if torch.is_tensor(guide_site.value) else ()
+        if model_shape == guide_shape:
+            continue
+        keep = max_plate_nesting + model_event  # broadcasting left of the plates is fine
+        if keep < len(model_shape):
+            model_shape = model_shape[len(model_shape) - int(keep) :]
+        if keep < len(guide_shape):
+            guide_shape = guide_shape[len(guide_shape) - int(keep) :]
+        for m, g in itertools.zip_longest(
+            reversed(model_shape), reversed(guide_shape), fillvalue=1
+        ):
+            if m != g:
+                raise ValueError(
+                    f"Model and guide shapes disagree at site {name!r}: {torch.Size(model_shape)} "
+                    f"vs {torch.Size(guide_shape)}"
+                )

@@ -84,7 +84,7 @@ def test_tensor_scale_weights_each_batch_element_of_an_independent_site(elbo_cls
     data = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 
     def model():
-        with poutine.scale(scale=weights):
+        with vitorch.plate("items", 3), poutine.scale(scale=weights):
             vitorch.sample("x", dist.Normal(torch.zeros(3, 2), 1.0).to_event(1), obs=data)
             vitorch.sample("y", dist.Bernoulli(probs).to_event(1), obs=data)
 

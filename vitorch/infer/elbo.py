@@ -28,6 +28,7 @@ from ..handlers.trace import Trace, TraceMessenger, _is_one, site_log_prob
 from ..handlers.trace import store_log_prob as _scaled_sum
 from ..params import record_params
 from ..runtime import Message
+from ..util import check_model_guide_match, check_site_shape
 
 __all__ = [
     "ELBOModule",
@@ -173,11 +174,30 @@ class ELBO:
             )
             with particles:
                 guide_trace, model_trace = self._trace_pair(model, guide, args, kwargs)
+            if Distribution._validate_args:
+                self._check_structure(model_trace, guide_trace, self.max_plate_nesting + 1)
             yield model_trace, guide_trace
         else:
             for _ in range(self.num_particles):
                 guide_trace, model_trace = self._trace_pair(model, guide, args, kwargs)
+                if Distribution._validate_args:
+                    self._check_structure(model_trace, guide_trace, self.max_plate_nesting)
                 yield model_trace, guide_trace
+
+    @staticmethod
+    def _check_structure(model_trace: Trace, guide_trace: Trace, max_plate_nesting) -> None:
+        """Pyro's validation of a trace pair: site shapes against their plates, and model
+        against guide. Runs on validated evaluations only (the first, under vitorch's
+        validate-once rule), so it costs nothing per step afterwards."""
+        enumerated = any(
+            site.infer.get("_enumerate_dim") is not None for site in model_trace.nodes.values()
+        )
+        if not enumerated:  # enumeration dims sit left of the plates: TraceEnum checks those
+            for tr in (model_trace, guide_trace):
+                for site in tr.nodes.values():
+                    if site.type == "sample" and not getattr(site.fn, "_is_subsample", False):
+                        check_site_shape(site, max_plate_nesting)
+        check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
 
     # -- estimates -------------------------------------------------------------------------
     def _particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, Any]:
