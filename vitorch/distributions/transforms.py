@@ -559,3 +559,46 @@ __all__ += [
     "elu",
     "leaky_relu",
 ]
+
+# The other learnable flows (neural, block autoregressive, Sylvester, ...).
+from .flows_more import (  # noqa: E402
+    BlockAutoregressive,
+    ConditionalGeneralizedChannelPermute,
+    ConditionalMatrixExponential,
+    ConditionalNeuralAutoregressive,
+    GeneralizedChannelPermute,
+    MatrixExponential,
+    NeuralAutoregressive,
+    Polynomial,
+    Sylvester,
+    block_autoregressive,
+    conditional_generalized_channel_permute,
+    conditional_matrix_exponential,
+    conditional_neural_autoregressive,
+    generalized_channel_permute,
+    matrix_exponential,
+    neural_autoregressive,
+    polynomial,
+    sylvester,
+)
+
+__all__ += [
+    "BlockAutoregressive",
+    "ConditionalGeneralizedChannelPermute",
+    "ConditionalMatrixExponential",
+    "ConditionalNeuralAutoregressive",
+    "GeneralizedChannelPermute",
+    "MatrixExponential",
+    "NeuralAutoregressive",
+    "Polynomial",
+    "Sylvester",
+    "block_autoregressive",
+    "conditional_generalized_channel_permute",
+    "conditional_matrix_exponential",
+    "conditional_neural_autoregressive",
+    "generalized_channel_permute",
+    "matrix_exponential",
+    "neural_autoregressive",
+    "polynomial",
+    "sylvester",
+]

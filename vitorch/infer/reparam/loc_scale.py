@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import constraints
 
+from ...distributions.stable import Stable
 from ...primitives import param
 from .reparam import Reparam, ReparamMessage, ReparamResult
 
@@ -21,6 +22,7 @@ _LOC_SCALE_FAMILIES = (
     torch.distributions.Cauchy,
     torch.distributions.Laplace,
     torch.distributions.Gumbel,
+    Stable,  # in its S0 coordinates, where loc and scale are a location and a scale
 )
 
 
@@ -39,7 +41,7 @@ class LocScaleReparam(Reparam):
         distribution (e.g. ``("df",)`` for ``StudentT``); by default all of the
         distribution's parameters other than ``loc`` and ``scale``.
 
-    Supported families: Normal, StudentT, Cauchy, Laplace and Gumbel, possibly wrapped in
+    Supported families: Normal, StudentT, Cauchy, Laplace, Gumbel and Stable (S0), possibly wrapped in
     ``Independent`` (``.to_event(...)``).
     """
 
@@ -91,6 +93,11 @@ class LocScaleReparam(Reparam):
                 f"wrapped in Independent), got {type(base).__name__}"
             )
 
+        if isinstance(base, Stable) and base.coords != "S0":
+            raise ValueError(
+                f"LocScaleReparam at site {name!r}: a Stable must use coords='S0' (its loc "
+                f"is a location there), got coords={base.coords!r}"
+            )
         shape_params = self.shape_params
         if shape_params is None:
             shape_params = tuple(k for k in base.arg_constraints if k not in ("loc", "scale"))
