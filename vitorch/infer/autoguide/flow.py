@@ -60,12 +60,16 @@ class AutoNormalizingFlow(AutoContinuous):
         super().__init__(model, init_loc_fn=init_to_feasible)
         self._init_transform_fn = init_transform_fn
 
+    def _make_transform(self, latent_dim: int) -> Transform:
+        """The flow for a latent vector of ``latent_dim`` (subclasses build their own)."""
+        return self._init_transform_fn(latent_dim)
+
     def _setup_posterior(self, init_loc: torch.Tensor) -> None:
         d = init_loc.numel()
-        transform = self._init_transform_fn(d)
+        transform = self._make_transform(d)
         if not isinstance(transform, Transform):
             raise TypeError(
-                f"AutoNormalizingFlow: init_transform_fn({d}) must return a Transform, got "
+                f"{type(self).__name__}: init_transform_fn({d}) must return a Transform, got "
                 f"{type(transform).__name__}"
             )
         if isinstance(transform, nn.Module):

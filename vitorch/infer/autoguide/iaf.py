@@ -20,13 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 from torch.distributions.transforms import AffineTransform, ComposeTransform, Transform
-from torch.quasirandom import SobolEngine
 
 from ...distributions.affine_autoregressive import affine_autoregressive
-from ...distributions.torch import Normal, TransformedDistribution
 from .continuous import AutoContinuous
+from .flow import AutoNormalizingFlow
 from .initialization import init_to_feasible, init_to_median
-from .normal import _quantile_levels
 
 __all__ = ["AutoIAFNormal"]
 
@@ -58,7 +56,7 @@ class _ComposeTransformModule(ComposeTransform, nn.ModuleList):
         return state
 
 
-class AutoIAFNormal(AutoContinuous):
+class AutoIAFNormal(AutoNormalizingFlow):
     """A guide over the latent vector: ``loc + IAF_n(... IAF_1(eps))``, ``eps ~ Normal(0, I)``.
 
     Usage::
@@ -134,35 +132,32 @@ class AutoIAFNormal(AutoContinuous):
             raise TypeError(
                 f"AutoIAFNormal: init_loc_fn must be callable, got {type(init_loc_fn).__name__}"
             )
-        super().__init__(model, init_loc_fn=init_loc_fn)
+        # Not AutoNormalizingFlow.__init__: the flow is built here (_make_transform) and
+        # ``loc`` starts at init_loc_fn's values.
+        AutoContinuous.__init__(self, model, init_loc_fn=init_loc_fn)
         self._hidden_dim = hidden_dim
         self.num_transforms = num_transforms
         self._init_transform_kwargs = init_transform_kwargs
 
-    def _setup_posterior(self, init_loc: torch.Tensor) -> None:
-        d = init_loc.numel()
-        hidden = [3 * d + 1] if self._hidden_dim is None else self._hidden_dim
-        if min(hidden) < d:
+    def _make_transform(self, latent_dim: int) -> Transform:
+        hidden = [3 * latent_dim + 1] if self._hidden_dim is None else self._hidden_dim
+        if min(hidden) < latent_dim:
             raise ValueError(
                 f"AutoIAFNormal: every entry of hidden_dim must be at least the latent "
-                f"dimension {d} (a narrower layer cannot connect every output), got {hidden}"
+                f"dimension {latent_dim} (a narrower layer cannot connect every output), "
+                f"got {hidden}"
             )
         flows = [
-            affine_autoregressive(d, hidden, **self._init_transform_kwargs)
+            affine_autoregressive(latent_dim, hidden, **self._init_transform_kwargs)
             for _ in range(self.num_transforms)
         ]
-        transform = _ComposeTransformModule(flows)
-        transform.to(dtype=init_loc.dtype, device=init_loc.device)
-        self.transform = transform
+        return _ComposeTransformModule(flows)
+
+    def _setup_posterior(self, init_loc: torch.Tensor) -> None:
+        super()._setup_posterior(init_loc)
         self.loc = nn.Parameter(init_loc)
 
-    # -- the distribution over the vector ------------------------------------------------
-    def get_base_dist(self) -> Any:
-        """``Normal(0, 1)`` over the latent vector, of ``loc``'s dtype and device."""
-        zeros = torch.zeros_like(self.loc)
-        return Normal(zeros, torch.ones_like(zeros), validate_args=False).to_event(1)
-
-    def _flows(self) -> list[Transform]:
+    def _parts(self) -> list[Transform]:
         # The shift caches its pair too: otherwise scoring a draw would invert the shift
         # into a new tensor, which the last flow's cache would not recognise.
         shift = AffineTransform(self.loc, 1.0, event_dim=1, cache_size=1)
@@ -170,53 +165,4 @@ class AutoIAFNormal(AutoContinuous):
 
     def get_transform(self, *args: Any, **kwargs: Any) -> Any:
         """The flows followed by the shift by ``loc``, as one ``ComposeTransform``."""
-        return ComposeTransform(self._flows())
-
-    def get_posterior(self, *args: Any, **kwargs: Any) -> Any:
-        """``TransformedDistribution(Normal(0, I), [flows..., + loc])``."""
-        # A list rather than one ComposeTransform: the distribution then walks the layers
-        # itself and each layer's cache answers the log-density of a fresh draw.
-        return TransformedDistribution(self.get_base_dist(), self._flows())
-
-    # -- summaries -----------------------------------------------------------------------
-    def _summary_draws(self) -> torch.Tensor:
-        """``num_summary_draws`` draws of the vector from a fixed quasi-random sequence."""
-        loc = self.loc.detach()
-        n, d = self.num_summary_draws, self.latent_dim
-        if d <= SobolEngine.MAXDIM:
-            u = SobolEngine(d, scramble=True, seed=0).draw(n, dtype=torch.float64)
-            # A scrambled point may sit on the edge of the cube, where icdf is infinite.
-            u = u.clamp(1e-10, 1 - 1e-10).to(dtype=loc.dtype, device=loc.device)
-            eps = Normal(torch.zeros_like(loc), 1.0).icdf(u)
-        else:
-            g = torch.Generator(device=loc.device).manual_seed(0)
-            eps = torch.randn((n, d), generator=g, dtype=loc.dtype, device=loc.device)
-        x = eps
-        for t in self._flows():
-            x = t(x)
-        return x
-
-    @torch.no_grad()
-    def median(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """The marginal medians of the vector (estimated, see the class doc), per site."""
-        self._require_setup(args, kwargs, "median")
-        med = self._summary_draws().quantile(0.5, dim=0)
-        return {site.name: site.constrain(u) for site, u in self._unpack_latent(med)}
-
-    @torch.no_grad()
-    def quantiles(self, quantiles: Any, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Marginal quantiles (estimated, see the class doc) per site, along a new dim 0."""
-        self._require_setup(args, kwargs, "quantiles")
-        draws = self._summary_draws()
-        q = _quantile_levels(quantiles, draws)
-        result: dict[str, list[torch.Tensor]] = {}
-        for row in draws.quantile(q, dim=0):
-            for site, u in self._unpack_latent(row):
-                result.setdefault(site.name, []).append(site.constrain(u))
-        return {name: torch.stack(values) for name, values in result.items()}
-
-    def _loc_scale(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and marginal standard deviations of the vector, estimated from the draws."""
-        with torch.no_grad():
-            draws = self._summary_draws()
-        return draws.mean(0), draws.std(0)
+        return ComposeTransform(self._parts())
