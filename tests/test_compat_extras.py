@@ -191,3 +191,48 @@ def test_pyros_trace_checks_catch_shapes_the_plates_do_not_declare():
     with vitorch.validation_enabled(False), warnings.catch_warnings():
         warnings.simplefilter("error")
         Trace_ELBO().loss(model, lambda: None)  # the checks run under validation only
+
+
+def test_pyro_sample_attribute_read_outside_a_call_is_a_plain_draw():
+    """Pyro's modules tutorial reads model.x twice under one trace: no sites, two draws."""
+    m = vitorch.nn.PyroModule()
+    m.x = vitorch.nn.PyroSample(dist.Normal(0.0, 1.0))
+    with poutine.trace() as tr:
+        a, b = m.x, m.x
+    assert [n for n in tr.trace.nodes] == [] and not torch.equal(a, b)
+
+
+def test_plain_parameters_reach_the_store_on_a_plain_call():
+    """to_pyro_module_(nn.Sequential) then a plain call: Pyro's store holds every parameter."""
+    vitorch.clear_param_store()
+    net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    vitorch.nn.to_pyro_module_(net)
+    net(torch.ones(4, 2))
+    store = vitorch.get_param_store()
+    assert sorted(store.keys()) == ["0.bias", "0.weight", "2.bias", "2.weight"]
+    assert store.get_unconstrained("0.weight") is net[0].weight
+    # A second module of the same names, called plainly, keeps its own values.
+    other = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    vitorch.nn.to_pyro_module_(other)
+    before = other[0].weight.detach().clone()
+    other(torch.ones(4, 2))
+    assert torch.equal(other[0].weight.detach(), before)
+    vitorch.clear_param_store()
+
+
+def test_testing_fakes_util_helpers_and_plate_rows_in_format_shapes():
+    from vitorch.distributions.testing import fakes
+    from vitorch.distributions.util import is_identically_zero
+    from vitorch.infer.util import torch_item
+
+    assert not fakes.NonreparameterizedNormal(0.0, 1.0).has_rsample
+    assert fakes.NonreparameterizedBeta(2.0, 2.0).has_rsample is False
+    assert torch_item(torch.tensor(1.5)) == 1.5 and torch_item(2) == 2
+    assert is_identically_zero(0) and not is_identically_zero(torch.zeros(()))
+
+    def model():
+        with vitorch.plate("data", 3):
+            vitorch.sample("a", dist.Normal(0.0, 1.0))
+
+    lines = poutine.trace(model).get_trace().format_shapes().splitlines()
+    assert [line.split() for line in lines[3:5]] == [["data", "dist", "|"], ["value", "3", "|"]]

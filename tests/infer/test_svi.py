@@ -193,3 +193,29 @@ def test_params_created_mid_run_are_picked_up() -> None:
     moved_loc = vitorch.param("loc").item() - loc_before
     assert moved_loc != 0.0
     assert vitorch.param("extra").item() == pytest.approx(moved_loc, rel=1e-6)
+
+
+def test_svi_loss_is_the_loss_function_as_in_pyro():
+    """Pyro's GMM tutorial initializes with svi.loss(model, guide, data), a float."""
+    vitorch.clear_param_store()
+
+    def model(data):
+        loc = vitorch.sample("loc", dist.Normal(0.0, 1.0))
+        with vitorch.plate("data", len(data)):
+            vitorch.sample("obs", dist.Normal(loc, 1.0), obs=data)
+
+    def guide(data):
+        vitorch.sample("loc", dist.Normal(vitorch.param("m", torch.tensor(0.2)), 0.5))
+
+    data = torch.tensor([0.1, 0.4])
+    elbo = vitorch.infer.Trace_ELBO()
+    svi = vitorch.infer.SVI(model, guide, vitorch.optim.Adam({"lr": 0.01}), elbo)
+    assert svi.elbo is elbo
+    vitorch.set_rng_seed(0)
+    a = svi.loss(model, guide, data)
+    vitorch.set_rng_seed(0)
+    assert isinstance(a, float) and a == elbo.loss(model, guide, data)
+    vitorch.set_rng_seed(0)
+    assert svi.loss_and_grads(model, guide, data) == pytest.approx(a)
+    assert vitorch.get_param_store().get_unconstrained("m").grad is not None
+    vitorch.clear_param_store()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["sum_rightmost", "broadcast_shape"]
+__all__ = ["broadcast_shape", "is_identically_zero", "sum_rightmost"]
 
 
 def sum_rightmost(value: torch.Tensor, dim: int) -> torch.Tensor:
@@ -22,3 +22,12 @@ def broadcast_shape(*shapes) -> torch.Size:
         raise ValueError(
             "shapes do not broadcast: " + ", ".join(str(tuple(s)) for s in shapes)
         ) from None
+
+
+def is_identically_zero(x) -> bool:
+    """True when ``x`` is the number 0 (Pyro's check for an absent log-density term).
+
+    A tensor is never treated as identically zero, even one holding zeros: only the
+    literal number says the term was skipped.
+    """
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == 0

@@ -164,7 +164,7 @@ class Trace:
                 break
         rows.append(["Sample Sites:", "", "", ""])
         for name, site in self.nodes.items():
-            if site.type != "sample" or _is_subsample(site):
+            if site.type != "sample":  # plates' index sites are listed too, as in Pyro
                 continue
             batch = " ".join(str(s) for s in site.fn.batch_shape)
             event = " ".join(str(s) for s in site.fn.event_shape)

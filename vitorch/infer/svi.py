@@ -56,14 +56,24 @@ class SVI:
         self.model = model
         self.guide = guide
         self.optim = optim
-        self.loss = loss
+        # As in Pyro, ``svi.loss`` is the loss *function* ``loss(model, guide, *args)``
+        # (an ELBO's ``.loss``, returning a float); the objective object is kept apart.
+        self.elbo = loss
+        self.loss = loss.loss if isinstance(loss, ELBO) else loss
         self._loss_and_grads = loss_and_grads
+        self.loss_and_grads = (
+            loss_and_grads
+            if loss_and_grads is not None
+            else loss.loss_and_grads
+            if isinstance(loss, ELBO)
+            else _backward_of(loss)
+        )
         self.num_steps = num_steps
         self._last_params: dict[str, torch.Tensor] = {}
 
     def _compute(self, args, kwargs) -> tuple[float, dict[str, torch.Tensor]]:
         """Loss value and the unconstrained params it touched, with gradients populated."""
-        loss = self.loss
+        loss = self.elbo
         if self._loss_and_grads is None and isinstance(loss, ELBO):
             surrogate, value, found = loss._loss_and_params(self.model, self.guide, args, kwargs)
             params = touched_params(found)
@@ -118,9 +128,21 @@ class SVI:
     def evaluate_loss(self, *args: Any, **kwargs: Any) -> float:
         """The loss at the current parameters, without taking a step."""
         with torch.no_grad():
-            if isinstance(self.loss, ELBO):
-                return self.loss.loss(self.model, self.guide, *args, **kwargs)
-            return float(self.loss(self.model, self.guide, *args, **kwargs))
+            if isinstance(self.elbo, ELBO):
+                return self.elbo.loss(self.model, self.guide, *args, **kwargs)
+            return float(self.elbo(self.model, self.guide, *args, **kwargs))
+
+
+def _backward_of(loss: Callable) -> Callable:
+    """Pyro's ``svi.loss_and_grads`` for a plain loss callable: evaluate, backpropagate."""
+
+    def loss_and_grads(*args: Any, **kwargs: Any) -> Any:
+        value = loss(*args, **kwargs)
+        if getattr(value, "requires_grad", False):
+            value.backward(retain_graph=True)
+        return value
+
+    return loss_and_grads
 
 
 def _clear_grads(params: Any) -> None:

@@ -233,9 +233,18 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
         if pyro_samples is not None and name in pyro_samples:
             return self._pyro_read_sample(name, pyro_samples[name])
         result = super().__getattr__(name)
-        if _STACK:
+        # Inside a call of the module, or under handlers, parameters are param sites (and
+        # so reach the param store, which then saves them), as in Pyro.
+        if _STACK or self._pyro_context.depth:
             if isinstance(result, nn.Parameter) and not name.endswith("_unconstrained"):
-                return self._pyro_read_plain(name, result)
+                if _STACK:
+                    return self._pyro_read_plain(name, result)
+                # A plain call: the store learns the parameter (so saving it saves this
+                # one), but nothing is adopted from it, as in Pyro.
+                fullname = self._pyro_fullname(name)
+                if not _MODULE_LOCAL_PARAMS and _PARAM_STORE._params.get(fullname) is None:
+                    _PARAM_STORE._register_tensor(fullname, result)
+                return result
             if isinstance(result, nn.Module) and not isinstance(result, PyroModule):
                 # A plain torch child (say nn.Linear inside a PyroModule): its parameters
                 # must reach the param store, or SVI would never train them.
@@ -309,6 +318,10 @@ class PyroModule(nn.Module, metaclass=_PyroModuleMeta):
                     f"taking the module, got {type(prior).__name__}"
                 )
             prior = prior(self)
+        if not context.depth:
+            # Read outside a call of the module: no site (its name would repeat on every
+            # read), just a draw from the prior, as in Pyro.
+            return prior if isinstance(prior, torch.Tensor) else prior()
         value = sample(fullname, prior)
         if context.depth:
             context.cache[fullname] = value

@@ -1,0 +1,1 @@
+"""Test helpers at Pyro's path ``pyro.distributions.testing``."""
