@@ -404,3 +404,64 @@ def test_map_matches_pyro():
             lambda d: hmm(pyro, pdist, PyroVindex, d), first_available_dim=-1, temperature=0
         )(hmm_data)
         assert [int(x) for x in ours] == [int(x) for x in theirs]
+
+
+# -- long chains (dim recycling) and masked enumerated sites ----------------------------------
+def _viterbi(log_init, log_trans, emit):
+    """The MAP path by hand: emit is (T, K); plain max-product with back-pointers."""
+    delta = log_init + emit[0]
+    back = []
+    for t in range(1, len(emit)):
+        scores = delta[:, None] + log_trans  # [previous, next]
+        back.append(scores.argmax(0))
+        delta = scores.amax(0) + emit[t]
+    path = [int(delta.argmax())]
+    for pointers in reversed(back):
+        path.append(int(pointers[path[-1]]))
+    return path[::-1]
+
+
+def test_viterbi_on_a_chain_of_100_steps_in_a_plate_of_sequences():
+    torch.manual_seed(11)
+    T, K, B = 100, 3, 3
+    dt = torch.float64
+    log_init = torch.randn(K, dtype=dt).log_softmax(-1)
+    log_trans = (torch.randn(K, K, dtype=dt) * 2).log_softmax(-1)
+    locs = torch.tensor([-1.5, 0.0, 1.5], dtype=dt)
+    data = torch.randn(T, B, dtype=dt) * 1.5
+
+    def model():
+        with vitorch.plate("seqs", B, dim=-1):
+            x, states = None, []
+            for t in vitorch.markov(range(T)):
+                logits = log_init if t == 0 else Vindex(log_trans)[..., x, :]
+                x = vitorch.sample(
+                    f"x_{t}", dist.Categorical(logits=logits), infer={"enumerate": "parallel"}
+                )
+                vitorch.sample(f"y_{t}", dist.Normal(Vindex(locs)[..., x], 1.0), obs=data[t])
+                states.append(x)
+        return states
+
+    states = infer_discrete(model, first_available_dim=-2, temperature=0)()
+    assert all(x.shape == (B,) for x in states)
+    emit = Normal(locs, 1.0).log_prob(data[..., None])  # (T, B, K)
+    for b in range(B):
+        assert [int(x[b]) for x in states] == _viterbi(log_init, log_trans, emit[:, b])
+
+
+def test_masked_enumerated_site_map_is_its_prior_argmax():
+    # Masked items: z's own factor still counts (unmasked), the observation does not, so
+    # the MAP is the prior's argmax (2), not a tie broken at 0.
+    weights = torch.tensor([0.2, 0.3, 0.5])
+    locs = torch.tensor([-3.0, 0.0, 3.0])
+    data = torch.tensor([-3.1, 0.1, -2.9, 0.2])
+    mask = torch.tensor([True, False, True, False])
+
+    def model():
+        with vitorch.plate("data", 4), handlers.mask(mask=mask):
+            z = vitorch.sample("z", dist.Categorical(weights), infer={"enumerate": "parallel"})
+            vitorch.sample("x", dist.Normal(locs[z], 0.5), obs=data)
+        return z
+
+    z = infer_discrete(model, first_available_dim=-2, temperature=0)()
+    assert z.tolist() == [0, 2, 0, 2]

@@ -1,25 +1,37 @@
-"""``markov``: mark a Markov chain (``for t in vitorch.markov(range(T))``).
+"""``markov``: mark a Markov chain (``for t in vitorch.markov(range(T))``) so that
+enumeration can recycle tensor dims along it.
 
-In Pyro the marker lets enumeration recycle tensor dims along the chain. vitorch's
-``TraceEnum_ELBO`` gives each enumerated variable its own dim and sums a chain out one
-variable at a time (linear in its length), so here the marker only has to be accepted in
-its three forms: an iterator over ``range``-like input, a context manager, a decorator.
-Without dim recycling a chain is limited by torch's 64 tensor dims: at most about
-``64 - max_plate_nesting`` enumerated variables in one run.
+Each entry of a ``markov`` context is one step of the chain. A sample site records, in
+``msg.infer["_markov_scope"]``, the names of the sites of the last ``history`` steps and
+of its own step (those it may depend on), and in ``msg.infer["_markov_depth"]`` how many
+``markov`` contexts enclose it. :class:`vitorch.handlers.enum.EnumMessenger` reads these:
+a site enumerated inside the chain may reuse the dim of any variable out of its scope,
+so a chain of any length needs only ``history + 1`` enumeration dims.
+
+The iterator form keeps every step's context open until the loop ends (step ``t`` is
+nested ``t`` deep), which is how a step sees the ones before it. With ``keep=True`` a
+step's sites stay visible after the step's context exits, so sibling branches of a
+recursive ``markov`` function may depend on each other.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
-from ..runtime import Messenger
+from ..runtime import Message, Messenger
 
 __all__ = ["MarkovMessenger", "markov"]
 
 
 class MarkovMessenger(Messenger):
-    """The context of one step of a Markov chain (``history`` steps of dependence)."""
+    """The context of one step of a Markov chain (``history`` steps of dependence).
+
+    The handler may be entered again while it is active (the next step of a chain, or a
+    recursive call): it stays on the handler stack once and counts its nesting level.
+    """
 
     def __init__(
         self,
@@ -31,16 +43,54 @@ class MarkovMessenger(Messenger):
     ):
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise ValueError(f"markov: history must be a non-negative int, got {history!r}")
+        if not isinstance(keep, bool):
+            raise TypeError(f"markov: keep must be True or False, got {keep!r}")
         super().__init__(fn)
         self.history = history
         self.keep = keep
         self.dim = dim
         self.name = name
+        self._refs = 0  # how many of this handler's contexts are open
+        self._pos = -1  # the current step, counted from the outermost open context
+        self._steps: list[set[str]] = []  # the site names of each open (or kept) step
+
+    def __enter__(self) -> MarkovMessenger:
+        self._pos += 1
+        if len(self._steps) <= self._pos:
+            self._steps.append(set())
+        self._refs += 1
+        if self._refs == 1:
+            super().__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc_value, traceback) -> None:
+        if not self.keep:
+            self._steps.pop()
+        self._pos -= 1
+        self._refs -= 1
+        if self._refs == 0:
+            self._steps.clear()  # a new run starts with no steps
+            super().__exit__(exc_type, exc_value, traceback)
 
     def generator(self, iterable: Iterable) -> Iterator:
-        for item in iterable:
-            with self:
+        with ExitStack() as stack:
+            for item in iterable:
+                stack.enter_context(self)
                 yield item
+
+    def _pyro_sample(self, msg: Message) -> None:
+        if msg.done or getattr(msg.fn, "_is_subsample", False):
+            return
+        scope = Counter(msg.infer.get("_markov_scope", ()))
+        for pos in range(max(0, self._pos - self.history), self._pos + 1):
+            scope.update(self._steps[pos])
+        # A new dict: the user's infer= dict may be shared between sites and runs.
+        msg.infer = {
+            **msg.infer,
+            "_markov_scope": scope,
+            "_markov_depth": 1 + msg.infer.get("_markov_depth", 0),
+        }
+        self._steps[self._pos].add(msg.name)
 
 
 def markov(

@@ -50,6 +50,7 @@ __all__ = [
     "EnergyDistance",
     "ReweightedWakeSleep",
     "Trace_MMD",
+    "TraceTMC_ELBO",
     "SVI",
     "TraceEnum_ELBO",
     "TraceGraph_ELBO",

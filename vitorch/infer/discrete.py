@@ -13,9 +13,10 @@ again with those values in place of the enumerated sites, so its return value an
 trace of it see ordinary values in the plates' batch shapes.
 
 Like ``TraceEnum_ELBO``, only model-side parallel enumeration over plates that nest in a
-tree is supported (a chain under ``markov`` included; without dim recycling it is limited
-to about ``64 - max_plate_nesting`` enumerated sites per run). The terms are used unscaled
-(subsample and ``scale`` factors do not change a conditional), with their masks applied.
+tree is supported (chains under ``markov`` of any length included: their dims are
+recycled, and variables are told apart by the ids the enumeration gives them). The terms
+are used unscaled (subsample and ``scale`` factors do not change a conditional), masked
+as in ``TraceEnum_ELBO`` (an enumerated site's own factor is not).
 As in Pyro, the second run draws the model's other latent sites afresh (wrap the model in
 ``replay`` to fix them); plate subsample indices, unlike in Pyro, are kept from the first.
 """
@@ -31,9 +32,17 @@ import torch
 
 from ..handlers.block import BlockMessenger
 from ..handlers.enum import EnumMessenger
-from ..handlers.trace import TraceMessenger, site_log_prob
+from ..handlers.trace import TraceMessenger
 from ..runtime import Message, Messenger
-from .traceenum_elbo import _combined_size, _components, _holds, _plate_frames, _sizes_at
+from .traceenum_elbo import (
+    _enum_dims,
+    _enum_variables,
+    _logsumexp,
+    _plate_frames,
+    _term_factor,
+    _term_log_prob,
+    _walk_plates,
+)
 
 __all__ = ["infer_discrete"]
 
@@ -143,13 +152,8 @@ def _posterior_values(
                     f"{frame.dim}, which is not right of first_available_dim="
                     f"{first_available_dim}; pass first_available_dim={frame.dim - 1} or less"
                 )
-    # enumeration dim -> (site name, the plates the variable lives in)
-    enum_vars: dict[int, tuple[str, frozenset]] = {
-        site.infer["_enumerate_dim"]: (name, _plate_frames(site))
-        for name, site in sites
-        if site.infer.get("_enumerate_dim") is not None
-    }
-    if not enum_vars:
+    var_frames = _enum_variables(sites)
+    if not var_frames:
         if strict_enumeration_warning:
             warnings.warn(
                 "infer_discrete found no sample site marked for enumeration; mark discrete "
@@ -157,148 +161,80 @@ def _posterior_values(
                 stacklevel=3,
             )
         return values
-    width = -min(enum_vars)
+    plate_dims = -first_available_dim - 1
+    enum_dims = _enum_dims(sites)
     terms = []
     for name, site in sites:
-        log_p = site_log_prob(site)
-        if _sizes_at(log_p, enum_vars):
-            _check_term_dims(name, site, log_p, enum_vars)
-            terms.append((name, log_p, _plate_frames(site)))
+        log_p = _term_log_prob(site)
+        factor = _term_factor("infer_discrete", name, site, log_p, plate_dims, enum_dims)
+        if factor is not None:
+            terms.append((name, *factor, _plate_frames(site)))
     reduce = _logsumexp if temperature == 1 else _amax
-    choices = _backward(_forward(terms, enum_vars, width, reduce), enum_vars, width, temperature)
+    kept: list = []
+    for _ in _walk_plates("infer_discrete", terms, var_frames, reduce, kept, scaled=False):
+        pass
+    choices = _backward(kept, plate_dims, temperature)
     for name, site in sites:
-        if site.infer.get("_enumerate_dim") is not None:
-            values[name] = _select(site, choices.get(site.infer["_enumerate_dim"]), width)
+        var = site.infer.get("_enumerate_id")
+        if var is not None:
+            values[name] = _select(site, choices.get(var), plate_dims)
     return values
 
 
-def _check_term_dims(name: str, site: Message, log_p: torch.Tensor, enum_vars: dict) -> None:
-    """Every batch dim of a term is a plate it is in, or an enumeration dim."""
-    frames = {f.dim for f in site.cond_indep_stack if f.dim is not None}
-    for d in range(-log_p.dim(), 0):
-        if log_p.shape[d] != 1 and d not in frames and d not in enum_vars:
-            raise ValueError(
-                f"infer_discrete: sample site {name!r} depends on an enumerated variable and "
-                f"has a batch dim {d} of size {log_p.shape[d]} that no enclosing plate "
-                f"declares; wrap it in a plate or move it to the event shape (.to_event())"
-            )
-
-
-def _logsumexp(t: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.logsumexp(t, dim=dim, keepdim=True)
-
-
 def _amax(t: torch.Tensor, dim: int) -> torch.Tensor:
-    return t.amax(dim=dim, keepdim=True)
+    return t.amax(dim=dim)
 
 
-def _forward(
-    terms: list[tuple[str, torch.Tensor, frozenset]], enum_vars: dict, width: int, reduce: Callable
-) -> list[tuple[int, torch.Tensor, frozenset]]:
-    """Eliminate every enumerated variable; return (dim, kept factor, plates) in order.
+def _backward(kept: list, plate_dims: int, temperature: int) -> dict[int, torch.Tensor]:
+    """Choose each variable's support index from its kept factor, last eliminated first.
 
-    The plate tree is walked as in ``TraceEnum_ELBO``: deepest plate set first, its own
-    variables removed from each group of terms, the result reduced over the plates its
-    remaining variables are not in (a sum of logs: the items are independent given
-    those variables) and handed to those variables' plate set.
+    A choice is a tensor over the plate dims (the variable's plates), of support indices.
     """
-    levels: dict[frozenset, list[torch.Tensor]] = {}
-    for name, t, frames in terms:
-        for d in _sizes_at(t, enum_vars):
-            var_name, var_frames = enum_vars[d]
-            if not var_frames <= frames:
-                raise ValueError(
-                    f"infer_discrete: site {name!r} depends on the enumerated variable "
-                    f"{var_name!r} but is outside plate(s) "
-                    f"{sorted(f.name for f in var_frames - frames)} of that variable; this "
-                    f"dependency structure is not supported"
-                )
-        levels.setdefault(frames, []).append(t.reshape((1,) * (width - t.dim()) + t.shape))
-    kept: list[tuple[int, torch.Tensor, frozenset]] = []
-    while levels:
-        level = max(levels, key=lambda s: (len(s), sorted(f.dim for f in s)))
-        for component in _components(levels.pop(level), level, enum_vars):
-            x = _eliminate(component, level, enum_vars, reduce, kept)
-            outer = _sizes_at(x, enum_vars)
-            if not outer:
-                continue  # a normalizer: no variable left to choose
-            parent: frozenset = frozenset().union(*(enum_vars[d][1] for d in outer))
-            if parent == level or all(enum_vars[d][1] != parent for d in outer):
-                names = sorted(enum_vars[d][0] for d in outer)
-                raise ValueError(
-                    f"infer_discrete: terms in plates {sorted(f.name for f in level)} depend "
-                    f"on the enumerated variables {names}, whose plates do not nest in one "
-                    f"chain inside those plates; this dependency structure is not supported"
-                )
-            for frame in level - parent:
-                if x.shape[frame.dim] != 1:
-                    x = x.sum(frame.dim, keepdim=True)
-            levels.setdefault(parent, []).append(x)
-    return kept
-
-
-def _eliminate(
-    factors: list[torch.Tensor], level: frozenset, enum_vars: dict, reduce: Callable, kept: list
-) -> torch.Tensor:
-    """Remove this level's variables from the sum of ``factors``, cheapest first.
-
-    Appends each variable's combined factor (the sum of the factors holding it) to
-    ``kept`` before reducing it away.
-    """
-    factors = list(factors)
-    while True:
-        local = {d for f in factors for d in _sizes_at(f, enum_vars) if enum_vars[d][1] == level}
-        if not local:
-            return functools.reduce(torch.add, factors)
-        d = min(sorted(local), key=lambda d, fs=factors: _combined_size(fs, d))
-        joint = functools.reduce(torch.add, [f for f in factors if _holds(f, d)])
-        factors = [f for f in factors if not _holds(f, d)]
-        kept.append((d, joint, level))
-        factors.append(reduce(joint, d))
-
-
-def _backward(
-    kept: list[tuple[int, torch.Tensor, frozenset]], enum_vars: dict, width: int, temperature: int
-) -> dict[int, torch.Tensor]:
-    """Choose each variable's support index from its kept factor, last eliminated first."""
     choices: dict[int, torch.Tensor] = {}
-    for d, joint, level in reversed(kept):
-        for e in _sizes_at(joint, enum_vars):
-            if e != d:
-                joint = torch.take_along_dim(joint, choices[e], dim=e)
+    for v, (joint, vs), level in reversed(kept):
+        for i, e in enumerate(vs):
+            if e != v:
+                index = choices[e]
+                joint = torch.take_along_dim(joint, index.reshape((1,) * len(vs) + index.shape), i)
         # Every item of the variable's plates gets a choice of its own.
-        plate_shape = [1] * width
+        plate_shape = [1] * plate_dims
         for frame in level:
             plate_shape[frame.dim] = frame.size
-        joint = joint.expand(torch.broadcast_shapes(joint.shape, torch.Size(plate_shape)))
+        joint = joint.expand(
+            torch.broadcast_shapes(joint.shape, (1,) * len(vs) + tuple(plate_shape))
+        )
         if temperature == 1:
             # Gumbel-max: argmax of logits plus Gumbel noise is a draw from softmax(logits).
             u = torch.rand_like(joint).clamp_(min=torch.finfo(joint.dtype).tiny)
             joint = joint - (-u.log()).log()
-        choices[d] = joint.argmax(dim=d, keepdim=True)
+        choice = joint.argmax(dim=vs.index(v), keepdim=True)
+        choices[v] = choice.reshape(choice.shape[len(vs) :])
     return choices
 
 
-def _select(site: Message, index: torch.Tensor | None, width: int) -> torch.Tensor:
+def _select(site: Message, index: torch.Tensor | None, plate_dims: int) -> torch.Tensor:
     """The site's enumerated value at the chosen support index, enumeration dims removed.
 
     ``index`` is None for a variable with a single support value (never eliminated).
     """
     d = site.infer["_enumerate_dim"]
+    event_shape = tuple(site.fn.event_shape)
     value = site.value
-    event_dim = len(site.fn.event_shape)
-    batch = value.shape[: value.dim() - event_dim]
-    event = value.shape[value.dim() - event_dim :]
-    value = value.reshape((1,) * (width - len(batch)) + value.shape)
+    batch = value.dim() - len(event_shape)
+    width = max(batch, -d)
+    value = value.reshape((1,) * (width - batch) + tuple(value.shape))
+    # The support first, then the plate dims; other enumeration dims (an expanded
+    # support repeats the same values along them) are dropped.
+    value = value.movedim(d - len(event_shape), 0)
+    value = value[(slice(None),) + (0,) * (width - 1 - plate_dims)]
     if index is None:
-        index = torch.zeros((1,) * width, dtype=torch.long, device=value.device)
-    target = list(torch.broadcast_shapes(value.shape[:width], index.shape))
-    target[d] = 1
-    index = index.expand(target).reshape(target + [1] * event_dim).expand(target + list(event))
-    target[d] = value.shape[d - event_dim]
-    chosen = torch.gather(value.expand(target + list(event)), d - event_dim, index)
-    # Drop the size-1 dims left of the plates (enumeration dims included), as Pyro does.
+        index = torch.zeros((1,) * plate_dims, dtype=torch.long, device=value.device)
+    plates = tuple(torch.broadcast_shapes(value.shape[1 : 1 + plate_dims], index.shape))
+    index = index.expand(plates).reshape((1,) + plates + (1,) * len(event_shape))
+    index = index.expand((1,) + plates + event_shape)
+    chosen = torch.gather(value.expand(value.shape[:1] + plates + event_shape), 0, index)[0]
+    # Drop the size-1 dims left of the plates, as Pyro does.
     lead = 0
-    while lead < width and chosen.shape[lead] == 1:
+    while lead < plate_dims and chosen.shape[lead] == 1:
         lead += 1
     return chosen.reshape(chosen.shape[lead:])

@@ -1,26 +1,32 @@
-"""``TraceEnum_ELBO``: the ELBO with discrete model latents summed out exactly.
+"""``TraceEnum_ELBO``: the ELBO with discrete latents summed out exactly.
 
 Model sites marked ``infer={"enumerate": "parallel"}`` (see :func:`config_enumerate`) are
 not sampled: :class:`vitorch.handlers.enum.EnumMessenger` gives each its whole support in
-a dim of its own, left of the plate dims, and the model's log-density terms broadcast over
-those dims. The estimate is then
+a dim left of the plate dims (recycled along ``markov`` chains), and the model's
+log-density terms broadcast over those dims. The estimate is then
 
     log sum_{enumerated z} p(x, z, w) - log q(w)
 
 with ``w`` the guide's draws, where the sum over ``z`` is done by variable elimination on
-the tree of plates: terms are grouped by the set of plates they live in; from the deepest
-set outwards, a group's terms are added, the enumerated variables of exactly that plate
-set are summed out (``logsumexp``), the plates the group does not share with the
-variables still in its terms are summed over (times their subsample scale), and the
-result joins the group of those variables' plate set. Summing an item's variables out
-before summing over items is what keeps the cost linear in the plate sizes.
+the tree of plates. Every term becomes a factor over the variables (unique ids, read
+from its site's dim -> id map) it depends on; factors are grouped by their plate set;
+from the deepest set outwards, a group's variables of exactly that plate set are summed
+out one at a time (``logsumexp``), the plates the result does not share with its
+remaining variables are summed over (times their subsample scale), and it joins the
+group of those variables' plate set. Summing an item's variables out before summing over
+items keeps the cost linear in the plate sizes, and along a chain linear in its length.
+
+An enumerated site's own factor is not masked (it sums to one over its values); a mask
+switches off the sites that depend on it. Sites enumerated in the guide are summed over
+too, each value weighted by its probability under the guide:
+``sum_g q(g) [log p(x, g, w) - log q(g, w)]``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -38,16 +44,23 @@ __all__ = ["JitTraceEnum_ELBO", "TraceEnum_ELBO", "config_enumerate"]
 _STRATEGIES = ("parallel", "sequential", "flat", None)
 
 
-def _enumerate_config(default: str | None, expand: bool, site: Message) -> dict:
-    # Only latent discrete sites; a site's own setting (even None) is left as it is.
+def _enumerate_config(
+    default: str | None, expand: bool, num_samples: int | None, tmc: str, site: Message
+) -> dict:
+    # Latent sites only; a site's own setting (even None) is left as it is. Without
+    # num_samples only sites with a finite support can be marked.
     if site.type != "sample" or site.is_observed or getattr(site.fn, "_is_subsample", False):
         return {}
-    if not getattr(site.fn, "has_enumerate_support", False):
-        return {}
-    return {
+    config = {
         "enumerate": site.infer.get("enumerate", default),
         "expand": site.infer.get("expand", expand),
     }
+    if num_samples is not None:
+        config["num_samples"] = site.infer.get("num_samples", num_samples)
+        config["tmc"] = site.infer.get("tmc", tmc)
+    elif not getattr(site.fn, "has_enumerate_support", False):
+        return {}
+    return config
 
 
 def config_enumerate(
@@ -62,8 +75,11 @@ def config_enumerate(
     Sites whose distribution has ``has_enumerate_support`` get ``infer["enumerate"] =
     default`` and ``infer["expand"] = expand`` unless they set them already. Use it as
     ``config_enumerate(model)``, ``@config_enumerate`` or
-    ``@config_enumerate(default="parallel")``. ``num_samples`` and ``tmc`` (Pyro's local
-    Monte Carlo sampling) are not supported.
+    ``@config_enumerate(default="parallel")``. With ``num_samples`` every latent site
+    (continuous ones too) is marked to take that many draws in parallel instead of its
+    support (``infer["num_samples"]``, ``infer["tmc"]``: how draws of a site follow the
+    draws of its enumerated parents, ``"diagonal"`` or ``"mixture"``), for
+    ``TraceTMC_ELBO``.
     """
     if default not in _STRATEGIES:
         raise ValueError(
@@ -72,39 +88,61 @@ def config_enumerate(
         )
     if expand not in (True, False):
         raise ValueError(f"config_enumerate: expand must be True or False, got {expand!r}")
-    if num_samples is not None:
-        raise NotImplementedError(
-            f"config_enumerate: num_samples={num_samples!r} (local Monte Carlo sampling) is "
-            f"not supported by vitorch; leave num_samples=None for exhaustive enumeration"
+    if num_samples is not None and (
+        isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1
+    ):
+        raise ValueError(
+            f"config_enumerate: num_samples must be None or a positive int, got {num_samples!r}"
         )
+    if tmc not in ("diagonal", "mixture"):
+        raise ValueError(f"config_enumerate: tmc must be 'diagonal' or 'mixture', got {tmc!r}")
     if guide is None:
-        return lambda fn: config_enumerate(fn, default=default, expand=expand)
+        return lambda fn: config_enumerate(
+            fn, default=default, expand=expand, num_samples=num_samples, tmc=tmc
+        )
     if not callable(guide):
         raise TypeError(
             f"config_enumerate expects a callable model or guide, got {type(guide).__name__}"
         )
     return InferConfigMessenger(
-        guide, config_fn=functools.partial(_enumerate_config, default, expand)
+        guide, config_fn=functools.partial(_enumerate_config, default, expand, num_samples, tmc)
     )
 
 
 class _ModelOnlyEnum(EnumMessenger):
-    """EnumMessenger that refuses to enumerate a site the guide also samples."""
+    """The model's enumeration, after the guide's: it continues the guide's dims and ids.
 
-    def __init__(self, first_available_dim: int, guide_nodes: dict):
+    A model site marked for enumeration that the guide samples is refused, unless the
+    guide enumerates it or the mark asks for draws (``num_samples``, as
+    ``config_enumerate(model, num_samples=n)`` puts on every latent site): then the
+    guide's values are replayed, as in Pyro.
+    """
+
+    def __init__(self, first_available_dim: int, guide_nodes: dict, guide_enum: EnumMessenger):
         super().__init__(first_available_dim=first_available_dim)
         self.guide_nodes = guide_nodes
+        self.guide_enum = guide_enum
+
+    def _reset_run(self) -> None:
+        super()._reset_run()
+        guide_enum = getattr(self, "guide_enum", None)
+        if guide_enum is not None:
+            self._next_dim = guide_enum._next_dim
+            self._next_id = guide_enum._next_id
+            self._global_dims = dict(guide_enum._global_dims)
 
     def _pyro_sample(self, msg: Message) -> None:
         if msg.infer.get("enumerate") is not None and not msg.is_observed:
             site = self.guide_nodes.get(msg.name)
             if site is not None and site.type == "sample" and not site.is_observed:
-                raise ValueError(
-                    f"TraceEnum_ELBO: model site {msg.name!r} is marked for enumeration but "
-                    f"the guide samples it too; an enumerated site must appear in the model "
-                    f"only (remove it from the guide, or hide it from an autoguide with "
-                    f"poutine.block)"
-                )
+                if site.infer.get("_enumerate_id") is None and msg.infer.get("num_samples") is None:
+                    raise ValueError(
+                        f"TraceEnum_ELBO: model site {msg.name!r} is marked for enumeration "
+                        f"but the guide samples it too; an enumerated site must appear in the "
+                        f"model only (remove it from the guide, or hide it from an autoguide "
+                        f"with poutine.block), or be enumerated in the guide"
+                    )
+                msg.infer = {**msg.infer, "enumerate": None}  # the guide's values win
         super()._pyro_sample(msg)
 
 
@@ -116,17 +154,16 @@ def _plate_scale(frame: Any) -> float:
     return frame.full_size / frame.size if frame.size else 1.0
 
 
-def _sizes_at(t: torch.Tensor, dims: Any) -> list[int]:
-    return [d for d in dims if t.dim() >= -d and t.shape[d] > 1]
-
-
 class TraceEnum_ELBO(ELBO):
-    """The ELBO with the model's enumerated discrete sites summed out (Pyro's ``TraceEnum_ELBO``).
+    """The ELBO with enumerated discrete sites summed out (Pyro's ``TraceEnum_ELBO``).
 
-    Supported (v1): parallel enumeration of model-only sites whose dependents lie in the
+    Supported: parallel enumeration of model-only sites whose dependents lie in the
     variable's plates or in plates nested inside them (a global variable with per-item
-    terms, per-item variables, both together, subsampled plates); guide sites must be
-    reparameterizable and not enumerated. Other structures raise ``ValueError``.
+    terms, per-item variables, both together, subsampled plates, ``markov`` chains of any
+    length with dims recycled); parallel enumeration of guide sites, each guide value
+    weighted by its guide probability (guide-enumerated variables outside ``markov``; a
+    model term may not depend on model- and guide-enumerated variables at once). Other
+    guide sites must be reparameterizable. Other structures raise ``ValueError``.
     ``max_plate_nesting`` is guessed from a run without enumeration when not given.
 
     With a subsampled plate, each plate's ``size / subsample_size`` multiplies the
@@ -148,22 +185,16 @@ class TraceEnum_ELBO(ELBO):
 
     def _enum_trace_pair(self, model, guide, args, kwargs, first_dim: int):
         guide_tracer = TraceMessenger()
-        with guide_tracer:
+        guide_enum = EnumMessenger(first_available_dim=first_dim)
+        with guide_tracer, guide_enum:
             guide(*args, **kwargs)
         guide_trace = guide_tracer.trace
-        for name, site in guide_trace.nodes.items():
-            if site.type == "sample" and not site.is_observed and site.infer.get("enumerate"):
-                raise ValueError(
-                    f"TraceEnum_ELBO: guide site {name!r} is marked for enumeration "
-                    f"(infer['enumerate']={site.infer['enumerate']!r}); guide-side enumeration "
-                    f"is not supported by vitorch, enumerate discrete sites in the model only"
-                )
         model_tracer = TraceMessenger()
         # Replay is outermost of the two so that the guard sees the model's own marks.
         with (
             model_tracer,
             ReplayMessenger(trace=guide_trace),
-            _ModelOnlyEnum(first_dim, guide_trace.nodes),
+            _ModelOnlyEnum(first_dim, guide_trace.nodes, guide_enum),
         ):
             model(*args, **kwargs)
         return guide_trace, model_tracer.trace
@@ -188,69 +219,79 @@ class TraceEnum_ELBO(ELBO):
                 yield model_trace, guide_trace
 
     def _particle(self, model_trace: Trace, guide_trace: Trace):
+        guide_sites = [
+            (name, site)
+            for name, site in guide_trace.nodes.items()
+            if site.type == "sample" and not site.is_observed and _counts(site)
+        ]
+        guide_vars = _enum_variables(guide_sites)
         sites = [
             (name, site)
             for name, site in model_trace.nodes.items()
             if site.type == "sample" and _counts(site)
         ]
-        # enumeration dim -> (site name, the plates the variable lives in)
-        enum_vars: dict[int, tuple[str, frozenset]] = {}
-        for name, site in sites:
-            dim = site.infer.get("_enumerate_dim")
-            if dim is not None:
-                enum_vars[dim] = (name, _plate_frames(site))
+        for name, site in guide_sites + sites:
+            if site.infer.get("num_samples") is not None and "_enumerate_id" in site.infer:
+                raise NotImplementedError(
+                    f"TraceEnum_ELBO: site {name!r} takes infer['num_samples']="
+                    f"{site.infer['num_samples']!r} draws in parallel; vitorch's TraceEnum_ELBO "
+                    f"sums over supports only, use TraceTMC_ELBO for sampled sites"
+                )
+        # A guide-enumerated site is replayed in the model: a variable of the guide's there.
+        var_frames = {v: f for v, f in _enum_variables(sites).items() if v not in guide_vars}
+        enum_dims = _enum_dims(guide_sites) | _enum_dims(sites)
         terms: list = []
-        enum_terms: list[tuple[str, torch.Tensor, frozenset]] = []
+        costs: list[tuple[str, torch.Tensor, frozenset]] = []  # terms over guide variables
+        enum_terms: list[tuple[str, torch.Tensor, tuple, frozenset]] = []
         residual_scales: dict[str, float] = {}
         for name, site in sites:
-            log_p = site_log_prob(site)
+            own = site.infer.get("_enumerate_id") in var_frames
+            log_p = _term_log_prob(site) if own else site_log_prob(site)
             store_log_prob(site, log_p)
-            deps = _sizes_at(log_p, enum_vars) if enum_vars else []
-            if not deps:
+            factor = _term_factor("TraceEnum_ELBO", name, site, log_p, self._plate_dims, enum_dims)
+            if factor is None:
                 terms.append(site.log_prob_sum)
-                continue
-            self._check_term_dims(name, site, log_p, enum_vars)
-            residual_scales[name] = self._residual_scale(name, site)
-            enum_terms.append((name, log_p, _plate_frames(site)))
+            elif guide_vars and not guide_vars.keys().isdisjoint(factor[1]):
+                if not var_frames.keys().isdisjoint(factor[1]):
+                    raise NotImplementedError(
+                        f"TraceEnum_ELBO: model site {name!r} depends on variables enumerated "
+                        f"in the guide and in the model at once; vitorch does not support "
+                        f"mixing the two (enumerate both in the model, or both in the guide)"
+                    )
+                costs.append((name, site.log_prob, _plate_frames(site)))
+            else:
+                residual_scales[name] = self._residual_scale(name, site)
+                enum_terms.append((name, *factor, _plate_frames(site)))
         if enum_terms:
             scale = self._common_scale(residual_scales)
-            contracted = _contract(enum_terms, enum_vars)
+            contracted = _contract(enum_terms, var_frames)
             terms.append(contracted if scale == 1.0 else scale * contracted)
-        for name, site in guide_trace.nodes.items():
-            if site.type != "sample" or site.is_observed or not _counts(site):
-                continue
-            if not site.fn.has_rsample:
+        weights: list[tuple[torch.Tensor, frozenset, int]] = []  # (log q, plates, its dim)
+        for name, site in guide_sites:
+            if site.infer.get("_enumerate_id") is None and not site.fn.has_rsample:
                 raise NotImplementedError(
                     f"TraceEnum_ELBO: guide site {name!r} ({type(site.fn).__name__}) is not "
                     f"reparameterizable; vitorch's TraceEnum_ELBO supports only "
-                    f"reparameterized guide sites (enumerate discrete sites in the model, or "
-                    f"use Trace_ELBO / TraceGraph_ELBO)"
+                    f"reparameterized or enumerated guide sites (enumerate discrete sites, "
+                    f"or use Trace_ELBO / TraceGraph_ELBO)"
                 )
             if name not in model_trace.nodes:
                 _warn_missing(name, site)
-            terms.append(-store_log_prob(site, site_log_prob(site)))
+            log_q = _term_log_prob(site)
+            total = store_log_prob(site, log_q)
+            if site.infer.get("_enumerate_id") is not None:
+                weights.append((log_q, _plate_frames(site), site.infer["_enumerate_dim"]))
+            if (
+                _term_factor("TraceEnum_ELBO", name, site, log_q, self._plate_dims, enum_dims)
+                is None
+            ):
+                terms.append(-total)
+            else:
+                costs.append((name, -site.log_prob, _plate_frames(site)))
+        for name, cost, frames in costs:
+            terms.append(_expectation(name, cost, frames, weights, self._plate_dims))
         elbo = _total(terms)
         return elbo, elbo
-
-    def _check_term_dims(
-        self, name: str, site: Message, log_p: torch.Tensor, enum_vars: dict
-    ) -> None:
-        """Every batch dim of a term is a plate it is in, or an enumeration dim."""
-        frames = {f.dim for f in site.cond_indep_stack if f.dim is not None}
-        for d in range(-log_p.dim(), 0):
-            if log_p.shape[d] == 1 or d in frames or d in enum_vars:
-                continue
-            if -d > self._plate_dims:
-                raise ValueError(
-                    f"TraceEnum_ELBO: sample site {name!r} has a batch dim {d} of size "
-                    f"{log_p.shape[d]} left of the {self._plate_dims} plate dims that is not "
-                    f"an enumeration dim; increase max_plate_nesting"
-                )
-            raise ValueError(
-                f"TraceEnum_ELBO: sample site {name!r} depends on an enumerated variable "
-                f"and has a batch dim {d} of size {log_p.shape[d]} that no enclosing plate "
-                f"declares; wrap it in a plate or move it to the event shape (.to_event())"
-            )
 
     @staticmethod
     def _residual_scale(name: str, site: Message) -> float:
@@ -282,108 +323,280 @@ class TraceEnum_ELBO(ELBO):
         return first
 
 
-def _contract(terms: list[tuple[str, torch.Tensor, frozenset]], enum_vars: dict) -> torch.Tensor:
+def _enum_variables(sites: list) -> dict[int, tuple[str, frozenset]]:
+    """Enumerated variable id -> (its site's name, the plates it lives in)."""
+    return {
+        site.infer["_enumerate_id"]: (name, _plate_frames(site))
+        for name, site in sites
+        if site.infer.get("_enumerate_id") is not None
+    }
+
+
+def _enum_dims(sites: list) -> set[int]:
+    return {
+        site.infer["_enumerate_dim"]
+        for _, site in sites
+        if site.infer.get("_enumerate_dim") is not None
+    }
+
+
+def _term_log_prob(site: Message) -> torch.Tensor:
+    """The site's log-density term for variable elimination.
+
+    An enumerated site's own factor is left unmasked: it is a distribution over the
+    enumerated values, summing to one, and masking it would count each masked element
+    once per value (``log K`` too much). The mask still switches off the sites that
+    depend on it. A one-value support is not enumerated, so it is masked as usual.
+    """
+    dim = site.infer.get("_enumerate_dim")
+    if dim is None or site.mask is None:
+        return site_log_prob(site)
+    log_p = site.fn.log_prob(site.value)
+    if log_p.dim() >= -dim and log_p.shape[dim] > 1:
+        return log_p
+    return site_log_prob(site)
+
+
+def _term_factor(
+    who: str, name: str, site: Message, log_p: torch.Tensor, plate_dims: int, enum_dims: set
+) -> tuple[torch.Tensor, tuple[int, ...]] | None:
+    """The term as a factor ``(tensor, variable ids)``, or None if it holds no variable.
+
+    ``enum_dims`` are the dims any enumerated variable of the run was given: a term
+    with none of them among its batch dims is an ordinary term.
+
+    The factor's tensor has one dim per variable (in the order of the ids), then the
+    ``plate_dims`` plate dims; size-1 enumeration dims are dropped. Which variable a
+    dim stands for is read from the site's own ``_dim_to_id`` (dims are recycled along
+    ``markov`` chains, so the same dim may be different variables at different sites).
+    """
+    shape = log_p.shape
+    var_dims = [d for d in range(-len(shape), -plate_dims) if shape[d] > 1]
+    if enum_dims.isdisjoint(var_dims):
+        return None
+    dim_to_id = site.infer.get("_dim_to_id", {})
+    for d in var_dims:
+        if d not in dim_to_id:
+            raise ValueError(
+                f"{who}: sample site {name!r} has a batch dim {d} of size {shape[d]} left of "
+                f"the {plate_dims} plate dims that is not the dim of an enumerated variable "
+                f"it can depend on; increase max_plate_nesting (or, in a markov chain, keep "
+                f"the site within history of the variables it uses)"
+            )
+    plates = shape[len(shape) - plate_dims :] if plate_dims else ()
+    if any(n != 1 for n in plates):
+        frames = [f.dim for f in site.cond_indep_stack]
+        for d, n in zip(range(-plate_dims, 0), plates):
+            if n != 1 and d not in frames:
+                raise ValueError(
+                    f"{who}: sample site {name!r} depends on an enumerated variable and has "
+                    f"a batch dim {d} of size {n} that no enclosing plate declares; wrap it "
+                    f"in a plate or move it to the event shape (.to_event())"
+                )
+    t = log_p
+    if len(var_dims) + plate_dims != len(shape):  # size-1 dims to drop
+        t = log_p.reshape([shape[d] for d in var_dims] + list(plates))
+    return t, tuple([dim_to_id[d] for d in var_dims])
+
+
+def _var_dims(t: torch.Tensor, plate_dims: int) -> set[int]:
+    return {d for d in range(-t.dim(), -plate_dims) if t.shape[d] > 1}
+
+
+def _expectation(
+    name: str, cost: torch.Tensor, frames: frozenset, weights: list, plate_dims: int
+) -> torch.Tensor:
+    """``sum_g q(g) cost(g)``, summed over plates, for a cost over guide-enumerated ``g``.
+
+    The weights are the guide's enumerated factors ``log q`` in the cost's plates that
+    share a dim with it, with those they share dims with in turn (a variable enumerated
+    conditionally on another needs the other's weight too). Guide-enumerated dims are
+    never recycled, so the terms broadcast against each other as they are.
+    """
+    dims = _var_dims(cost, plate_dims)
+    chosen: list[torch.Tensor] = []
+    covered: set[int] = set()  # the dims of the chosen weights' own variables
+    pending = [(q, _var_dims(q, plate_dims), d) for q, f, d in weights if f <= frames]
+    grew = True
+    while grew:
+        grew = False
+        for item in list(pending):
+            if not item[1].isdisjoint(dims):
+                pending.remove(item)
+                chosen.append(item[0])
+                dims |= item[1]
+                covered.add(item[2])
+                grew = True
+    if dims - covered:
+        raise ValueError(
+            f"TraceEnum_ELBO: site {name!r} depends on a variable enumerated in the guide "
+            f"outside the plates of {name!r}; this dependency structure is not supported"
+        )
+    weight = functools.reduce(torch.add, chosen).exp()
+    return (weight * cost).sum()
+
+
+def _align(t: torch.Tensor, vs: tuple, union: tuple) -> torch.Tensor:
+    """``t`` (variables ``vs``) with one dim per variable of ``union``, in that order."""
+    if vs == union:
+        return t
+    pos = {v: i for i, v in enumerate(union)}
+    order = sorted(range(len(vs)), key=lambda i: pos[vs[i]])
+    if order != list(range(len(vs))):
+        t = t.permute(order + list(range(len(vs), t.dim())))
+    sizes = dict(zip(sorted(vs, key=pos.__getitem__), t.shape))
+    return t.reshape([sizes.get(v, 1) for v in union] + list(t.shape[len(vs) :]))
+
+
+def _add(factors: list) -> tuple[torch.Tensor, tuple]:
+    """The sum of factors ``(tensor, variable ids)``, over the union of their variables."""
+    if len(factors) == 1:
+        return factors[0]
+    union = tuple(dict.fromkeys(v for _, vs in factors for v in vs))
+    return functools.reduce(torch.add, [_align(t, vs, union) for t, vs in factors]), union
+
+
+def _reduce_var(factor: tuple, v: int, reduce: Callable) -> tuple[torch.Tensor, tuple]:
+    t, vs = factor
+    i = vs.index(v)
+    return reduce(t, i), vs[:i] + vs[i + 1 :]
+
+
+def _logsumexp(t: torch.Tensor, dim: int) -> torch.Tensor:
+    return torch.logsumexp(t, dim=dim)
+
+
+def _contract(terms: list[tuple[str, torch.Tensor, tuple, frozenset]], var_frames: dict) -> Any:
     """``log sum_z exp(sum of terms)`` over the enumerated variables, summed over plates.
 
-    ``terms`` are (site name, unscaled log-density, plates); ``enum_vars`` maps each
-    enumeration dim to (site name, plates of that variable).
+    ``terms`` are (site name, unscaled factor tensor, its variable ids, plates);
+    ``var_frames`` maps each variable id to (site name, plates of that variable).
     """
-    width = -min(enum_vars)
-    levels: dict[frozenset, list[torch.Tensor]] = {}
-    for name, t, frames in terms:
-        for d in _sizes_at(t, enum_vars):
-            var_name, var_frames = enum_vars[d]
-            if not var_frames <= frames:
+    total: list[torch.Tensor] = []
+    for t, outer in _walk_plates("TraceEnum_ELBO", terms, var_frames, _logsumexp):
+        if not outer:
+            total.append(t.sum())
+    return _total(total)
+
+
+def _walk_plates(
+    who: str,
+    terms: list,
+    var_frames: dict,
+    reduce: Callable,
+    kept: list | None = None,
+    scaled: bool = True,
+) -> Iterator[tuple[torch.Tensor, tuple]]:
+    """Eliminate the variables on the plate tree; yield what each group leaves behind.
+
+    Terms are grouped by their plate set; from the deepest set outwards, each group of
+    terms sharing variables has the set's own variables removed (``reduce``), the plates
+    it does not share with its remaining variables summed over (times the subsample
+    scale when ``scaled``), and joins the group of those variables' plate set. Each
+    group's result is yielded as (tensor, remaining variables); ``kept``, if
+    given, collects (variable, the factor it was removed from, plate set) in order.
+    """
+    levels: dict[frozenset, list] = {}
+    for name, t, vs, frames in terms:
+        for v in vs:
+            var_name, frames_v = var_frames[v]
+            if not frames_v <= frames:
                 raise ValueError(
-                    f"TraceEnum_ELBO: site {name!r} depends on the enumerated variable "
+                    f"{who}: site {name!r} depends on the enumerated variable "
                     f"{var_name!r} but is outside plate(s) "
-                    f"{sorted(f.name for f in var_frames - frames)} of that variable; this "
+                    f"{sorted(f.name for f in frames_v - frames)} of that variable; this "
                     f"dependency structure is not supported"
                 )
-        if t.dim() < width:
-            t = t.reshape((1,) * (width - t.dim()) + tuple(t.shape))
-        levels.setdefault(frames, []).append(t)
-    total: list[torch.Tensor] = []
+        levels.setdefault(frames, []).append((t, vs))
     while levels:
         # Deepest plate set first; ties are independent of each other.
         level = max(levels, key=lambda s: (len(s), sorted(f.dim for f in s)))
-        for component in _components(levels.pop(level), level, enum_vars):
-            x = _eliminate(component, level, enum_vars)
-            outer = _sizes_at(x, enum_vars)
-            parent: frozenset = frozenset()
-            for d in outer:
-                parent = parent | enum_vars[d][1]
-            if outer and (parent == level or all(enum_vars[d][1] != parent for d in outer)):
-                names = sorted(enum_vars[d][0] for d in outer)
+        for component in _components(levels.pop(level), level, var_frames):
+            t, outer = _eliminate(component, level, var_frames, reduce, kept)
+            parent: frozenset = frozenset().union(*(var_frames[v][1] for v in outer))
+            if outer and (parent == level or all(var_frames[v][1] != parent for v in outer)):
+                names = sorted(var_frames[v][0] for v in outer)
                 raise ValueError(
-                    f"TraceEnum_ELBO: terms in plates {sorted(f.name for f in level)} depend "
+                    f"{who}: terms in plates {sorted(f.name for f in level)} depend "
                     f"on the enumerated variables {names}, whose plates do not nest in one "
                     f"chain inside those plates; this dependency structure is not supported"
                 )
             for frame in level - parent:
-                if x.shape[frame.dim] != 1:
-                    x = x.sum(frame.dim, keepdim=True)
+                if t.shape[frame.dim] != 1:
+                    t = t.sum(frame.dim, keepdim=True)
                 scale = _plate_scale(frame)
-                if scale != 1.0:
+                if scaled and scale != 1.0:
                     if outer:
                         # log sum_z prod_items over a subsample, rescaled, is not an
                         # unbiased estimate of the full-data term (Pyro refuses it too).
-                        names = sorted(enum_vars[d][0] for d in outer)
+                        names = sorted(var_frames[v][0] for v in outer)
                         raise ValueError(
-                            f"TraceEnum_ELBO: plate {frame.name!r} is subsampled, but its "
+                            f"{who}: plate {frame.name!r} is subsampled, but its "
                             f"items depend on the enumerated variable(s) {names} outside "
                             f"it; summing those out over a subsample gives a biased loss. "
                             f"Use the full plate there, or sample those variables in the "
                             f"guide instead of enumerating them"
                         )
-                    x = x * scale
+                    t = t * scale
             if outer:
-                levels.setdefault(parent, []).append(x)
-            else:
-                total.append(x.sum())
-    return _total(total)
+                levels.setdefault(parent, []).append((t, outer))
+            yield t, outer
 
 
-def _eliminate(factors: list[torch.Tensor], level: frozenset, enum_vars: dict) -> torch.Tensor:
-    """Sum this level's variables out of the sum of ``factors``, one variable at a time.
+def _eliminate(
+    factors: list, level: frozenset, var_frames: dict, reduce: Callable, kept: list | None
+) -> tuple[torch.Tensor, tuple]:
+    """Remove this level's variables from the sum of ``factors``, one variable at a time.
 
-    Each step adds only the factors that hold the variable and log-sum-exps it away
-    (variable elimination, cheapest variable first: the one whose combined factor is
-    smallest). A chain ``x1 - x2 - ... - xT`` then costs ``T K^2`` instead of the ``K^T``
-    of adding every factor first; the result is the same sum.
+    Each step adds only the factors that hold the variable and reduces it away
+    (variable elimination). The next variable is the one whose combined factor is
+    smallest, the earliest-created on ties: a chain ``x1 - x2 - ... - xT`` is then
+    removed from its start (the forward algorithm), ``T K^2`` instead of ``K^T``.
     """
-    factors = list(factors)
-    while True:
-        local = {d for f in factors for d in _sizes_at(f, enum_vars) if enum_vars[d][1] == level}
-        if not local:
-            return functools.reduce(torch.add, factors)
+    live = dict(enumerate(factors))
+    holders: dict[int, set[int]] = {}
+    sizes: dict[int, int] = {}
+    for key, (t, vs) in live.items():
+        for i, v in enumerate(vs):
+            if var_frames[v][1] == level:
+                holders.setdefault(v, set()).add(key)
+            sizes[v] = t.shape[i]
+    next_key = len(live)
+    while holders:
 
-        d = min(sorted(local), key=lambda d, fs=factors: _combined_size(fs, d))
-        holding = [f for f in factors if _holds(f, d)]
-        factors = [f for f in factors if not _holds(f, d)]
-        factors.append(torch.logsumexp(functools.reduce(torch.add, holding), dim=d, keepdim=True))
+        def cost(v: int) -> tuple[int, int]:
+            union = {u for key in holders[v] for u in live[key][1]}
+            return math.prod(sizes[u] for u in union), v
+
+        v = min(holders, key=cost)
+        keys = holders.pop(v)
+        joint = _add([live.pop(key) for key in sorted(keys)])
+        if kept is not None:
+            kept.append((v, joint, level))
+        t, vs = _reduce_var(joint, v, reduce)
+        live[next_key] = (t, vs)
+        for u in vs:
+            if u in holders:
+                holders[u] -= keys
+                holders[u].add(next_key)
+        next_key += 1
+    return _add(list(live.values()))
 
 
-def _combined_size(factors: list[torch.Tensor], d: int) -> int:
-    return math.prod(torch.broadcast_shapes(*(f.shape for f in factors if _holds(f, d))))
-
-
-def _holds(t: torch.Tensor, d: int) -> bool:
-    return t.dim() >= -d and t.shape[d] > 1
-
-
-def _components(group: list[torch.Tensor], level: frozenset, enum_vars: dict) -> list[list]:
-    """Split a level's terms into groups that share none of the level's own variables.
+def _components(group: list, level: frozenset, var_frames: dict) -> list[list]:
+    """Split a level's factors into groups that share none of the level's own variables.
 
     Summing each group's variables out on its own keeps independent variables (say, one
     per iteration of a sequential plate) from being enumerated jointly, whose cost would
     be the product of their supports.
     """
-    owner: dict[int, int] = {}  # the level's enumeration dim -> index of its group
-    groups: list[list[torch.Tensor] | None] = []
-    for t in group:
-        dims = [d for d in _sizes_at(t, enum_vars) if enum_vars[d][1] == level]
-        merged = sorted({owner[d] for d in dims if d in owner})
+    if len(group) == 1:
+        return [group]
+    owner: dict[int, int] = {}  # the level's variable -> index of its group
+    groups: list[list | None] = []
+    for factor in group:
+        own = [v for v in factor[1] if var_frames[v][1] == level]
+        merged = sorted({owner[v] for v in own if v in owner})
         target = merged[0] if merged else len(groups)
         if not merged:
             groups.append([])
@@ -391,12 +604,12 @@ def _components(group: list[torch.Tensor], level: frozenset, enum_vars: dict) ->
         for i in merged[1:]:
             bucket.extend(groups[i])  # type: ignore[union-attr, arg-type]
             groups[i] = None
-        for d, i in list(owner.items()):
+        for v, i in list(owner.items()):
             if i in merged:
-                owner[d] = target
-        for d in dims:
-            owner[d] = target
-        bucket.append(t)  # type: ignore[union-attr]
+                owner[v] = target
+        for v in own:
+            owner[v] = target
+        bucket.append(factor)  # type: ignore[union-attr]
     return [g for g in groups if g]
 
 
