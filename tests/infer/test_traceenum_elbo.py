@@ -92,11 +92,18 @@ def test_enum_handler_expand_and_errors():
     with pytest.raises(ValueError, match="'y'.*no finite support"):
         enum(continuous, first_available_dim=-1)()
 
-    def sequential():
-        vitorch.sample("s", dist.Bernoulli(0.5), infer={"enumerate": "sequential"})
+    def flat():
+        vitorch.sample("s", dist.Bernoulli(0.5), infer={"enumerate": "flat"})
 
-    with pytest.raises(NotImplementedError, match="'s'.*parallel"):
-        enum(sequential, first_available_dim=-1)()
+    with pytest.raises(NotImplementedError, match="'s'.*'flat'"):
+        enum(flat, first_available_dim=-1)()
+
+    def sequential():
+        return vitorch.sample("s", dist.Bernoulli(0.5), infer={"enumerate": "sequential"})
+
+    # As in Pyro, enum leaves a sequential site alone: it is sampled, one value.
+    value = enum(sequential, first_available_dim=-1)()
+    assert value.shape == () and value.item() in (0.0, 1.0)
 
 
 # -- exact values ------------------------------------------------------------------------------
@@ -705,3 +712,227 @@ def test_guide_enumeration_agrees_with_pyro():
         model, guide, pyro, pyro.distributions
     )
     assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+# -- sequential enumeration of guide sites -----------------------------------------------------
+
+SEQUENTIAL = {"enumerate": "sequential"}
+
+
+def _tutorial(probs: torch.Tensor):
+    """Pyro's enumeration tutorial: z ~ Categorical(5), x = 2 observed around z."""
+
+    def model():
+        z = vitorch.sample("z", dist.Categorical(torch.ones(5)))
+        vitorch.sample("x", dist.Normal(z.float(), 1.0), obs=torch.tensor(2.0))
+
+    def guide():
+        vitorch.sample("z", dist.Categorical(probs))
+
+    z = torch.arange(5.0)
+    log_p = math.log(0.2) + Normal(z, 1.0).log_prob(torch.tensor(2.0))
+    q = probs / probs.sum()  # Categorical normalizes its probs (and so their gradient)
+    exact = -(q * (log_p - q.log())).sum()
+    return model, guide, exact
+
+
+def test_sequential_guide_site_exact_loss_and_gradient():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15], dtype=torch.float64, requires_grad=True)
+    model, guide, exact = _tutorial(probs)
+    for num_particles in (1, 3):
+        elbo = TraceEnum_ELBO(max_plate_nesting=0, num_particles=num_particles)
+        loss = elbo.differentiable_loss(model, config_enumerate(guide, "sequential"))
+        torch.testing.assert_close(loss, exact)
+        (got,) = torch.autograd.grad(loss, probs)
+        (want,) = torch.autograd.grad(exact, probs, retain_graph=True)
+        torch.testing.assert_close(got, want)
+    assert TraceEnum_ELBO(max_plate_nesting=0).loss(
+        model, config_enumerate(guide, "sequential")
+    ) == pytest.approx(exact.item(), rel=1e-12)
+
+
+def test_sequential_tutorial_with_a_constrained_param():
+    vitorch.clear_param_store()
+    start = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15])
+    model, _, exact = _tutorial(start)
+
+    def guide():
+        probs = vitorch.param("probs", start, constraint=dist.constraints.simplex)
+        vitorch.sample("z", dist.Categorical(probs))
+
+    loss = TraceEnum_ELBO(max_plate_nesting=0).loss(model, config_enumerate(guide, "sequential"))
+    assert loss == pytest.approx(exact.item(), rel=1e-5)
+    vitorch.clear_param_store()
+
+
+def _two_site_problem():
+    q_a = torch.tensor(0.35, dtype=torch.float64, requires_grad=True)
+    q_b = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], dtype=torch.float64, requires_grad=True)
+    p_b = torch.tensor([[0.3, 0.3, 0.4], [0.1, 0.7, 0.2]], dtype=torch.float64)
+    x = torch.tensor(1.7, dtype=torch.float64)
+
+    def model():
+        a = vitorch.sample("a", dist.Bernoulli(torch.tensor(0.4, dtype=torch.float64)))
+        b = vitorch.sample("b", dist.Categorical(p_b[a.long()]))
+        vitorch.sample("x", dist.Normal(a + b, 1.0), obs=x)
+
+    def guide():
+        a = vitorch.sample("a", dist.Bernoulli(q_a), infer=SEQUENTIAL)
+        vitorch.sample("b", dist.Categorical(q_b[a.long()]), infer=SEQUENTIAL)
+
+    terms = []
+    q_b_rows = q_b / q_b.sum(-1, keepdim=True)
+    for a, b in itertools.product(range(2), range(3)):
+        log_q = torch.log(q_a if a else 1 - q_a) + q_b_rows[a, b].log()
+        log_p = math.log(0.4 if a else 0.6) + p_b[a, b].log() + Normal(a + b, 1.0).log_prob(x)
+        terms.append(log_q.exp() * (log_p - log_q))
+    return model, guide, -sum(terms), (q_a, q_b)
+
+
+def test_two_sequential_guide_sites_walk_all_six_values():
+    model, guide, exact, params = _two_site_problem()
+    runs = []
+
+    def counted():
+        runs.append(None)
+        guide()
+
+    loss = TraceEnum_ELBO(max_plate_nesting=0).differentiable_loss(model, counted)
+    # One run per (a, b) value, plus the runs abandoned at a and at b (1 + 2).
+    assert len(runs) == 6 + 3
+    torch.testing.assert_close(loss, exact)
+    got = torch.autograd.grad(loss, params)
+    for g, e in zip(got, torch.autograd.grad(exact, params)):
+        torch.testing.assert_close(g, e)
+
+
+def test_sequential_equals_parallel_guide_enumeration():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15], dtype=torch.float64, requires_grad=True)
+    model, guide, _ = _tutorial(probs)
+    elbo = TraceEnum_ELBO(max_plate_nesting=0)
+    seq = elbo.differentiable_loss(model, config_enumerate(guide, "sequential"))
+    par = elbo.differentiable_loss(model, config_enumerate(guide, "parallel"))
+    torch.testing.assert_close(seq, par)
+    torch.testing.assert_close(
+        torch.autograd.grad(seq, probs)[0], torch.autograd.grad(par, probs)[0]
+    )
+
+
+def test_sequential_site_mixed_with_parallel_guide_and_model_sites():
+    # a: sequential in the guide; b: parallel in the guide, depends on a; c: model-only,
+    # enumerated in parallel. x depends on a and c, y on a and b.
+    q_a = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    q_b = torch.tensor([[0.7, 0.3], [0.2, 0.8]], dtype=torch.float64, requires_grad=True)
+    p_c = torch.tensor([0.25, 0.75], dtype=torch.float64)
+    x, y = torch.tensor(0.9, dtype=torch.float64), torch.tensor(-0.4, dtype=torch.float64)
+
+    def model(a_mark):
+        a = vitorch.sample("a", dist.Bernoulli(torch.tensor(0.5, dtype=torch.float64)))
+        b = vitorch.sample("b", dist.Categorical(torch.tensor([0.4, 0.6], dtype=torch.float64)))
+        c = vitorch.sample("c", dist.Categorical(p_c), infer=PARALLEL)
+        vitorch.sample("x", dist.Normal(a - c, 1.0), obs=x)
+        vitorch.sample("y", dist.Normal(a + 0.5 * b, 1.0), obs=y)
+
+    def guide(a_mark):
+        a = vitorch.sample("a", dist.Bernoulli(q_a), infer={"enumerate": a_mark})
+        vitorch.sample("b", dist.Categorical(q_b[a.long()]), infer=PARALLEL)
+
+    terms = []
+    q_b_rows = q_b / q_b.sum(-1, keepdim=True)
+    for a, b in itertools.product(range(2), range(2)):
+        log_q = torch.log(q_a if a else 1 - q_a) + q_b_rows[a, b].log()
+        lik_x = torch.logsumexp(p_c.log() + Normal(a - torch.arange(2.0), 1.0).log_prob(x), 0)
+        log_p = (
+            math.log(0.5) + math.log((0.4, 0.6)[b]) + lik_x + Normal(a + 0.5 * b, 1.0).log_prob(y)
+        )
+        terms.append(log_q.exp() * (log_p - log_q))
+    exact = -sum(terms)
+    params = (q_a, q_b)
+    elbo = TraceEnum_ELBO(max_plate_nesting=0)
+    loss = elbo.differentiable_loss(model, guide, "sequential")
+    torch.testing.assert_close(loss, exact)
+    got = torch.autograd.grad(loss, params)
+    for g, e in zip(got, torch.autograd.grad(exact, params)):
+        torch.testing.assert_close(g, e)
+    # In parallel, x would depend on guide- and model-enumerated variables at once.
+    with pytest.raises(NotImplementedError, match="'x'.*guide and in the model"):
+        elbo.loss(model, guide, "parallel")
+
+
+def test_model_marks_on_a_sequential_guide_site_replay_the_guide_value():
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15], dtype=torch.float64)
+    model, guide, exact = _tutorial(probs)
+    loss = TraceEnum_ELBO(max_plate_nesting=0).loss(
+        config_enumerate(model), config_enumerate(guide, "sequential")
+    )
+    assert loss == pytest.approx(exact.item(), rel=1e-12)
+
+
+def test_unsupported_sequential_sites_are_refused_by_name():
+    elbo = TraceEnum_ELBO(max_plate_nesting=1)
+
+    def model():
+        with vitorch.plate("data", 3):
+            vitorch.sample("z", dist.Bernoulli(0.5))
+
+    def plated_guide():
+        with vitorch.plate("data", 3):
+            vitorch.sample("z", dist.Bernoulli(0.3), infer=SEQUENTIAL)
+
+    with pytest.raises(ValueError, match=r"'z'.*sequential.*batch_shape \(3,\)"):
+        elbo.loss(model, plated_guide)
+
+    def scalar_model():
+        vitorch.sample("z", dist.Bernoulli(0.5))
+        vitorch.sample("y", dist.Normal(0.0, 1.0))
+
+    def child_of_parallel():
+        z = vitorch.sample("z", dist.Bernoulli(0.3), infer=PARALLEL)
+        vitorch.sample("y", dist.Bernoulli(0.2 + 0.5 * z), infer=SEQUENTIAL)
+
+    with pytest.raises(ValueError, match=r"'y'.*batch_shape \(2, 1\)"):
+        elbo.loss(scalar_model, child_of_parallel)
+
+    def continuous_guide():
+        vitorch.sample("z", dist.Bernoulli(0.3), infer=SEQUENTIAL)
+        vitorch.sample("y", dist.Normal(0.0, 1.0), infer=SEQUENTIAL)
+
+    with pytest.raises(ValueError, match="'y'.*Normal has no finite support"):
+        elbo.loss(scalar_model, continuous_guide)
+
+    def model_sequential():
+        vitorch.sample("m", dist.Bernoulli(0.5), infer=SEQUENTIAL)
+
+    with pytest.raises(NotImplementedError, match="model site 'm'.*sequential"):
+        elbo.loss(model_sequential, _empty_guide)
+
+    vectorized = TraceEnum_ELBO(max_plate_nesting=0, num_particles=2, vectorize_particles=True)
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15])
+    tut_model, tut_guide, _ = _tutorial(probs)
+    with pytest.raises(ValueError, match=r"'z'.*batch_shape \(2,\).*vectorize_particles"):
+        vectorized.loss(tut_model, config_enumerate(tut_guide, "sequential"))
+
+
+def test_sequential_guide_enumeration_agrees_with_pyro():
+    pyro = pytest.importorskip("pyro")
+    q_a = torch.tensor(0.35, requires_grad=True)
+    q_b = torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]], requires_grad=True)
+    p_b = torch.tensor([[0.3, 0.3, 0.4], [0.1, 0.7, 0.2]])
+
+    def model(P, D):
+        a = P.sample("a", D.Bernoulli(0.4))
+        b = P.sample("b", D.Categorical(p_b[a.long()]))
+        c = P.sample("c", D.Bernoulli(0.3), infer=PARALLEL)
+        P.sample("x", D.Normal(a + b - c, 1.0), obs=torch.tensor(1.7))
+
+    def guide(P, D):
+        a = P.sample("a", D.Bernoulli(q_a), infer=SEQUENTIAL)
+        P.sample("b", D.Categorical(q_b[a.long()]), infer=SEQUENTIAL)
+
+    ours = TraceEnum_ELBO(max_plate_nesting=0).differentiable_loss(model, guide, vitorch, dist)
+    theirs = pyro.infer.TraceEnum_ELBO(max_plate_nesting=0).differentiable_loss(
+        model, guide, pyro, pyro.distributions
+    )
+    torch.testing.assert_close(ours, theirs)
+    for g, e in zip(torch.autograd.grad(ours, (q_a, q_b)), torch.autograd.grad(theirs, (q_a, q_b))):
+        torch.testing.assert_close(g, e)

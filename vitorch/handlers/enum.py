@@ -12,6 +12,9 @@ for different variables at different sites: every enumerated site gets a unique 
 id, and every sample site records in ``msg.infer["_dim_to_id"]`` which variable each
 enumeration dim it can see stands for (``msg.infer["_enumerate_id"]`` is its own).
 
+A site marked ``infer={"enumerate": "sequential"}`` is left alone (sampled as usual):
+``TraceEnum_ELBO`` reruns the guide once per value of such a site instead.
+
 A site marked with ``infer["num_samples"] = n`` takes ``n`` draws from its distribution
 instead of its support, laid out the same way (for ``TraceTMC_ELBO``); such a site need
 not be discrete.
@@ -85,14 +88,16 @@ class EnumMessenger(Messenger):
             return
         visible = self._visible_dims(msg)
         strategy = msg.infer.get("enumerate")
-        if msg.is_observed or msg.value is not None or strategy is None:
+        # A sequential site is left to whoever walks its values (TraceEnum_ELBO's queue);
+        # on its own it is sampled, as in Pyro.
+        if msg.is_observed or msg.value is not None or strategy in (None, "sequential"):
             if visible:
                 self._pending[msg.name] = visible  # attached once the value is final
             return
         if strategy != "parallel":
             raise NotImplementedError(
                 f"sample site {msg.name!r}: infer['enumerate']={strategy!r} is not supported; "
-                f"vitorch enumerates only with 'parallel'"
+                f"vitorch enumerates with 'parallel' (or 'sequential', in TraceEnum_ELBO's guide)"
             )
         fn = msg.fn
         num_samples = msg.infer.get("num_samples")

@@ -20,6 +20,12 @@ An enumerated site's own factor is not masked (it sums to one over its values); 
 switches off the sites that depend on it. Sites enumerated in the guide are summed over
 too, each value weighted by its probability under the guide:
 ``sum_g q(g) [log p(x, g, w) - log q(g, w)]``.
+
+Guide sites marked ``infer={"enumerate": "sequential"}`` are walked one joint value at a
+time instead: the guide is rerun once per joint value ``s`` of those sites (a queue of
+partial traces, as Pyro's ``iter_discrete_traces``), the model is run against each
+guide trace, and each pair's estimate enters the sum with the differentiable weight
+``q(s)``, so the gradient reaches the guide's parameters for ``s``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterator
+from queue import LifoQueue
 from typing import Any
 
 import torch
@@ -34,8 +41,10 @@ import torch
 from ..handlers.enum import EnumMessenger
 from ..handlers.infer_config import InferConfigMessenger
 from ..handlers.plate import PlateMessenger
+from ..handlers.queue import queue
 from ..handlers.replay import ReplayMessenger
 from ..handlers.trace import Trace, TraceMessenger, site_log_prob, store_log_prob
+from ..poutine.util import _extended
 from ..runtime import Message
 from .elbo import ELBO, _counts, _total, _warn_missing
 
@@ -113,9 +122,10 @@ class _ModelOnlyEnum(EnumMessenger):
     """The model's enumeration, after the guide's: it continues the guide's dims and ids.
 
     A model site marked for enumeration that the guide samples is refused, unless the
-    guide enumerates it or the mark asks for draws (``num_samples``, as
-    ``config_enumerate(model, num_samples=n)`` puts on every latent site): then the
-    guide's values are replayed, as in Pyro.
+    guide enumerates it (in parallel or sequentially) or the mark asks for draws
+    (``num_samples``, as ``config_enumerate(model, num_samples=n)`` puts on every latent
+    site): then the guide's values are replayed, as in Pyro. Sequential enumeration of a
+    model-only site is refused.
     """
 
     def __init__(self, first_available_dim: int, guide_nodes: dict, guide_enum: EnumMessenger):
@@ -135,7 +145,11 @@ class _ModelOnlyEnum(EnumMessenger):
         if msg.infer.get("enumerate") is not None and not msg.is_observed:
             site = self.guide_nodes.get(msg.name)
             if site is not None and site.type == "sample" and not site.is_observed:
-                if site.infer.get("_enumerate_id") is None and msg.infer.get("num_samples") is None:
+                if (
+                    site.infer.get("_enumerate_id") is None
+                    and not _is_sequential(site)
+                    and msg.infer.get("num_samples") is None
+                ):
                     raise ValueError(
                         f"TraceEnum_ELBO: model site {msg.name!r} is marked for enumeration "
                         f"but the guide samples it too; an enumerated site must appear in the "
@@ -143,7 +157,62 @@ class _ModelOnlyEnum(EnumMessenger):
                         f"with poutine.block), or be enumerated in the guide"
                     )
                 msg.infer = {**msg.infer, "enumerate": None}  # the guide's values win
+            elif msg.infer["enumerate"] == "sequential":
+                raise NotImplementedError(
+                    f"TraceEnum_ELBO: model site {msg.name!r} is marked for sequential "
+                    f"enumeration; vitorch enumerates sequentially only guide sites (mark it "
+                    f"'parallel' in the model, or sample it in the guide)"
+                )
         super()._pyro_sample(msg)
+
+
+def _is_sequential(site: Message) -> bool:
+    """Whether a guide site's values are walked one at a time (not enumerated in parallel)."""
+    return site.infer.get("enumerate") == "sequential" and "_enumerate_id" not in site.infer
+
+
+def _sequential_escape(partial: Trace, msg: Message) -> bool:
+    """Stop at a latent site marked sequential that the partial trace does not fix yet."""
+    return (
+        msg.type == "sample"
+        and not msg.is_observed
+        and msg.infer.get("enumerate") == "sequential"
+        and msg.name not in partial
+    )
+
+
+def _check_single_value(site: Message) -> None:
+    """Refuse a sequential site with a batch shape: its values would not be joint."""
+    if math.prod(site.fn.batch_shape) != 1:
+        raise ValueError(
+            f"TraceEnum_ELBO: guide site {site.name!r} is marked for sequential enumeration "
+            f"but has batch_shape {tuple(site.fn.batch_shape)}; expected a single value (a "
+            f"site outside vectorized plates, vectorize_particles and parallel-enumerated "
+            f"parents); enumerate it with 'parallel' instead"
+        )
+
+
+def _sequential_extend(partial: Trace, msg: Message, num_samples: int | None = None) -> list:
+    """The partial trace's sequential sites plus ``msg`` at each value of its support.
+
+    Other sites of the abandoned run are dropped, so that they are redrawn (or
+    enumerated afresh) in each run. A site must have one value to enumerate: with a
+    batch shape (a vectorized plate, the particle plate, or a parent enumerated in
+    parallel) its support would be shared across the batch, not enumerated jointly.
+    """
+    fn = msg.fn
+    if not getattr(fn, "has_enumerate_support", False):
+        raise ValueError(
+            f"TraceEnum_ELBO: guide site {msg.name!r} is marked for sequential enumeration, "
+            f"but its distribution {type(fn).__name__} has no finite support to enumerate; "
+            f"expected a discrete distribution such as Categorical or Bernoulli"
+        )
+    _check_single_value(msg)
+    base = Trace()
+    for name, site in partial.nodes.items():
+        if site.type == "sample" and _is_sequential(site):
+            base.nodes[name] = site
+    return [_extended(base, msg, value) for value in fn.enumerate_support(expand=False)]
 
 
 def _plate_frames(site: Message) -> frozenset:
@@ -162,8 +231,10 @@ class TraceEnum_ELBO(ELBO):
     terms, per-item variables, both together, subsampled plates, ``markov`` chains of any
     length with dims recycled); parallel enumeration of guide sites, each guide value
     weighted by its guide probability (guide-enumerated variables outside ``markov``; a
-    model term may not depend on model- and guide-enumerated variables at once). Other
-    guide sites must be reparameterizable. Other structures raise ``ValueError``.
+    model term may not depend on model- and guide-enumerated variables at once);
+    sequential enumeration of guide sites with a single value each (outside vectorized
+    plates), the guide rerun per joint value and each run weighted by its probability.
+    Other guide sites must be reparameterizable. Other structures raise ``ValueError``.
     ``max_plate_nesting`` is guessed from a run without enumeration when not given.
 
     With a subsampled plate, each plate's ``size / subsample_size`` multiplies the
@@ -183,21 +254,34 @@ class TraceEnum_ELBO(ELBO):
                 f"max_plate_nesting=<the number of nested plates> explicitly"
             ) from err
 
-    def _enum_trace_pair(self, model, guide, args, kwargs, first_dim: int):
-        guide_tracer = TraceMessenger()
-        guide_enum = EnumMessenger(first_available_dim=first_dim)
-        with guide_tracer, guide_enum:
-            guide(*args, **kwargs)
-        guide_trace = guide_tracer.trace
-        model_tracer = TraceMessenger()
-        # Replay is outermost of the two so that the guard sees the model's own marks.
-        with (
-            model_tracer,
-            ReplayMessenger(trace=guide_trace),
-            _ModelOnlyEnum(first_dim, guide_trace.nodes, guide_enum),
-        ):
-            model(*args, **kwargs)
-        return guide_trace, model_tracer.trace
+    def _enum_trace_pairs(self, model, guide, args, kwargs, first_dim: int) -> list:
+        """(model trace, guide trace), one pair per joint value of the sequential sites."""
+
+        def run_guide(*args, **kwargs):
+            guide_tracer = TraceMessenger()
+            guide_enum = EnumMessenger(first_available_dim=first_dim)
+            with guide_tracer, guide_enum:
+                guide(*args, **kwargs)
+            return guide_tracer.trace, guide_enum
+
+        partials: LifoQueue = LifoQueue()
+        partials.put(Trace())
+        walk = queue(
+            run_guide, partials, escape_fn=_sequential_escape, extend_fn=_sequential_extend
+        )
+        pairs = []
+        while not partials.empty():
+            guide_trace, guide_enum = walk(*args, **kwargs)
+            model_tracer = TraceMessenger()
+            # Replay is outermost of the two so that the guard sees the model's own marks.
+            with (
+                model_tracer,
+                ReplayMessenger(trace=guide_trace),
+                _ModelOnlyEnum(first_dim, guide_trace.nodes, guide_enum),
+            ):
+                model(*args, **kwargs)
+            pairs.append((model_tracer.trace, guide_trace))
+        return pairs
 
     def _get_traces(self, model: Callable, guide: Callable, args, kwargs):
         if self.max_plate_nesting == math.inf:
@@ -209,14 +293,11 @@ class TraceEnum_ELBO(ELBO):
         first_dim = -(self._plate_dims + 1)
         if vectorized:
             with PlateMessenger("num_particles_vectorized", self.num_particles, dim=-(nesting + 1)):
-                pair = self._enum_trace_pair(model, guide, args, kwargs, first_dim)
-            yield pair[1], pair[0]
+                pairs = self._enum_trace_pairs(model, guide, args, kwargs, first_dim)
+            yield from pairs
         else:
             for _ in range(self.num_particles):
-                guide_trace, model_trace = self._enum_trace_pair(
-                    model, guide, args, kwargs, first_dim
-                )
-                yield model_trace, guide_trace
+                yield from self._enum_trace_pairs(model, guide, args, kwargs, first_dim)
 
     def _particle(self, model_trace: Trace, guide_trace: Trace):
         guide_sites = [
@@ -267,8 +348,12 @@ class TraceEnum_ELBO(ELBO):
             contracted = _contract(enum_terms, var_frames)
             terms.append(contracted if scale == 1.0 else scale * contracted)
         weights: list[tuple[torch.Tensor, frozenset, int]] = []  # (log q, plates, its dim)
+        sequential: list[torch.Tensor] = []  # log q of this run's sequential values
         for name, site in guide_sites:
-            if site.infer.get("_enumerate_id") is None and not site.fn.has_rsample:
+            if _is_sequential(site):
+                _check_single_value(site)  # the particle plate broadcasts it only now
+                sequential.append(site.fn.log_prob(site.value).sum())
+            elif site.infer.get("_enumerate_id") is None and not site.fn.has_rsample:
                 raise NotImplementedError(
                     f"TraceEnum_ELBO: guide site {name!r} ({type(site.fn).__name__}) is not "
                     f"reparameterizable; vitorch's TraceEnum_ELBO supports only "
@@ -291,6 +376,9 @@ class TraceEnum_ELBO(ELBO):
         for name, cost, frames in costs:
             terms.append(_expectation(name, cost, frames, weights, self._plate_dims))
         elbo = _total(terms)
+        if sequential:
+            # This run is one term of sum_s q(s) [...]; q(s) carries the gradient to q.
+            elbo = functools.reduce(torch.add, sequential).exp() * elbo
         return elbo, elbo
 
     @staticmethod
