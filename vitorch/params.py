@@ -180,6 +180,9 @@ class ParamStoreDict:
                 f"no parameter named {name!r} in the param store "
                 f"(it has {sorted(self._params)[:10]})"
             ) from None
+        return self._constrained(name, unconstrained)
+
+    def _constrained(self, name: str, unconstrained: torch.Tensor) -> torch.Tensor:
         t = self._transforms[name]
         if t is None:
             return unconstrained  # carries ``.unconstrained`` since it was stored
@@ -294,13 +297,7 @@ class ParamStoreDict:
                     f"{tuple(init_tensor.shape)}; use one shape per name (or call "
                     f"vitorch.clear_param_store() / del the param first)"
                 )
-        t = self._transforms[name]
-        if t is None:
-            return unconstrained  # carries ``.unconstrained`` since it was stored
-        value = t(unconstrained)
-        # Pyro's convention: a constrained value leads back to its leaf tensor.
-        value.unconstrained = _LeafRef(unconstrained)
-        return value
+        return self._constrained(name, unconstrained)
 
     def setdefault(self, name: str, init_constrained_value, constraint=constraints.real):
         return self.get_param(name, init_constrained_value, constraint)
