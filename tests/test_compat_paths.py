@@ -127,3 +127,31 @@ def test_pyro_infer_module_paths(module, name):
 
     mod = importlib.import_module(f"vitorch.infer.{module}")
     assert getattr(mod, name) is getattr(infer, name)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "vitorch",
+        "vitorch.infer",
+        "vitorch.infer.autoguide",
+        "vitorch.infer.reparam",
+        "vitorch.distributions",
+        "vitorch.distributions.transforms",
+        "vitorch.distributions.constraints",
+        "vitorch.poutine",
+        "vitorch.nn",
+        "vitorch.optim",
+        "vitorch.ops",
+        "vitorch.ops.stats",
+        "vitorch.contrib.easyguide",
+        "vitorch.settings",
+        "vitorch.util",
+    ],
+)
+def test_every_name_a_public_module_lists_can_be_imported(module):
+    """A name in __all__ without its import (it happened: TraceTMC_ELBO, CSIS, ...) fails here."""
+    import importlib
+
+    m = importlib.import_module(module)
+    assert [n for n in m.__all__ if not hasattr(m, n)] == []

@@ -105,6 +105,13 @@ def _is_latent(site: Any) -> bool:
     )
 
 
+def _dist_shape(site: Any) -> tuple[int, ...]:
+    fn = site.fn
+    if hasattr(fn, "batch_shape") and hasattr(fn, "event_shape"):
+        return tuple(fn.batch_shape + fn.event_shape)
+    return tuple(site.value.shape) if torch.is_tensor(site.value) else ()
+
+
 def _site_batch_shape(site: Any) -> torch.Size:
     """The shape of the site's log-density: its value's batch dims against the batch shape."""
     fn = site.fn
@@ -192,8 +199,10 @@ def check_model_guide_match(
                 f"Model and guide event_dims disagree at site {name!r}: {model_event} vs "
                 f"{guide_event}"
             )
-        model_shape = tuple(model_site.value.shape) if torch.is_tensor(model_site.value) else ()
-        guide_shape = tuple(guide_site.value.shape) if torch.is_tensor(guide_site.value) else ()
+        # The distributions' shapes, as Pyro compares: the model's value is the guide's
+        # (replayed), so only its distribution shows the shape the model asks for.
+        model_shape = _dist_shape(model_site)
+        guide_shape = _dist_shape(guide_site)
         if model_shape == guide_shape:
             continue
         keep = max_plate_nesting + model_event  # broadcasting left of the plates is fine

@@ -7,6 +7,7 @@ from . import (
     inspect,  # noqa: F401  (vitorch.infer.inspect.get_dependencies, ...)
     reparam,  # noqa: F401  (vitorch.infer.reparam.LocScaleReparam, ...)
 )
+from .csis import CSIS
 from .discrete import infer_discrete
 from .distributed import DistributedSVI, shard
 from .elbo import (
@@ -17,15 +18,19 @@ from .elbo import (
     Trace_ELBO,
     TraceMeanField_ELBO,
 )
+from .energy_distance import EnergyDistance
 from .importance import EmpiricalMarginal, Importance, TracePosterior
 from .predictive import MHResampler, Predictive, WeighedPredictive, WeighedPredictiveResults
 from .renyi_elbo import RenyiELBO
+from .rws import ReweightedWakeSleep
 from .summary import summary
 from .svgd import SVGD, IMQSteinKernel, RBFSteinKernel
 from .svi import SVI
 from .tail_adaptive_elbo import TraceTailAdaptive_ELBO
+from .trace_mmd import Trace_MMD
 from .traceenum_elbo import JitTraceEnum_ELBO, TraceEnum_ELBO, config_enumerate
 from .tracegraph_elbo import JitTraceGraph_ELBO, TraceGraph_ELBO
+from .tracetmc_elbo import TraceTMC_ELBO
 
 __all__ = [
     "DistributedSVI",

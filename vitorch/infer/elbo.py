@@ -189,6 +189,9 @@ class ELBO:
         """Pyro's validation of a trace pair: site shapes against their plates, and model
         against guide. Runs on validated evaluations only (the first, under vitorch's
         validate-once rule), so it costs nothing per step afterwards."""
+        # Model against guide first, as in Pyro: a guide site of the wrong shape is named
+        # as such rather than by the broadcast it causes in the model.
+        check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
         enumerated = any(
             site.infer.get("_enumerate_dim") is not None for site in model_trace.nodes.values()
         )
@@ -197,7 +200,6 @@ class ELBO:
                 for site in tr.nodes.values():
                     if site.type == "sample" and not getattr(site.fn, "_is_subsample", False):
                         check_site_shape(site, max_plate_nesting)
-        check_model_guide_match(model_trace, guide_trace, max_plate_nesting)
 
     # -- estimates -------------------------------------------------------------------------
     def _particle(self, model_trace: Trace, guide_trace: Trace) -> tuple[torch.Tensor, Any]:
