@@ -136,6 +136,7 @@ def test_pyro_infer_module_paths(module, name):
         "vitorch.infer",
         "vitorch.infer.autoguide",
         "vitorch.infer.reparam",
+        "vitorch.infer.mcmc",
         "vitorch.distributions",
         "vitorch.distributions.transforms",
         "vitorch.distributions.constraints",
