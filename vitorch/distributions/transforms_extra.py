@@ -412,7 +412,55 @@ def _idct(y: torch.Tensor) -> torch.Tensor:
     return v.index_select(-1, torch.argsort(_dct_perm(n, y.device)))
 
 
-class DiscreteCosineTransform(Transform):
+class _OrthonormalAlongDim(Transform):
+    """An orthonormal (volume-preserving) map of the last ``-dim`` dims, along ``dim``.
+
+    Subclasses give ``_key()``, their constructor's arguments before ``cache_size``; equality,
+    hashing, ``with_cache``, the constraints, the zero log-Jacobian and the shapes follow.
+    """
+
+    bijective = True
+    dim: int
+
+    def _key(self) -> tuple:
+        raise NotImplementedError
+
+    def with_cache(self, cache_size: int = 1) -> Transform:
+        """Return a copy of this transform that caches ``cache_size`` results."""
+        if self._cache_size == cache_size:
+            return self
+        return type(self)(*self._key(), cache_size=cache_size)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash((type(self), *self._key()))
+
+    @_c.dependent_property(is_discrete=False)
+    def domain(self) -> _c.Constraint:
+        return _c.independent(_c.real, -self.dim)
+
+    @_c.dependent_property(is_discrete=False)
+    def codomain(self) -> _c.Constraint:
+        return _c.independent(_c.real, -self.dim)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Zero: the map preserves volume."""
+        return x.new_zeros(x.shape[: self.dim])
+
+    def forward_shape(self, shape: _Shape) -> torch.Size:
+        """Unchanged (at least ``-dim`` dims are needed)."""
+        if len(shape) < -self.dim:
+            raise ValueError(
+                f"{type(self).__name__}(dim={self.dim}): shape {tuple(shape)} has too few dims"
+            )
+        return torch.Size(shape)
+
+    inverse_shape = forward_shape
+
+
+class DiscreteCosineTransform(_OrthonormalAlongDim):
     """Orthonormal DCT-II along ``dim`` (``|det J| = 1``), with optional spectral weighting.
 
     Args:
@@ -421,8 +469,6 @@ class DiscreteCosineTransform(Transform):
             geometric mean one: ``0`` whitens white noise, ``1`` Brownian noise.
         cache_size: as for any ``Transform``.
     """
-
-    bijective = True
 
     def __init__(self, dim: int = -1, smooth: float = 0.0, cache_size: int = 0) -> None:
         self.dim = _check_dim("DiscreteCosineTransform", dim)
@@ -433,29 +479,8 @@ class DiscreteCosineTransform(Transform):
         self.smooth = float(smooth)
         super().__init__(cache_size=cache_size)
 
-    def with_cache(self, cache_size: int = 1) -> DiscreteCosineTransform:
-        """Return a copy of this transform that caches ``cache_size`` results."""
-        if self._cache_size == cache_size:
-            return self
-        return DiscreteCosineTransform(self.dim, self.smooth, cache_size=cache_size)
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, DiscreteCosineTransform)
-            and other.dim == self.dim
-            and other.smooth == self.smooth
-        )
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.dim, self.smooth))
-
-    @_c.dependent_property(is_discrete=False)
-    def domain(self) -> _c.Constraint:
-        return _c.independent(_c.real, -self.dim)
-
-    @_c.dependent_property(is_discrete=False)
-    def codomain(self) -> _c.Constraint:
-        return _c.independent(_c.real, -self.dim)
+    def _key(self) -> tuple:
+        return (self.dim, self.smooth)
 
     def _weight(self, y: torch.Tensor) -> torch.Tensor:
         n = y.size(-1)
@@ -474,19 +499,7 @@ class DiscreteCosineTransform(Transform):
             y = y / self._weight(y)
         return _idct(y).movedim(-1, self.dim)
 
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Zero: orthonormal, and the weights have geometric mean one."""
-        return x.new_zeros(x.shape[: self.dim])
-
-    def forward_shape(self, shape: _Shape) -> torch.Size:
-        """Unchanged (at least ``-dim`` dims are needed)."""
-        if len(shape) < -self.dim:
-            raise ValueError(
-                f"DiscreteCosineTransform(dim={self.dim}): shape {tuple(shape)} has too few dims"
-            )
-        return torch.Size(shape)
-
-    inverse_shape = forward_shape
+    # log|det J| = 0: orthonormal, and the weights have geometric mean one.
 
 
 _ROOT_HALF = math.sqrt(0.5)
@@ -512,7 +525,7 @@ def _ihaar(y: torch.Tensor) -> torch.Tensor:
     return torch.cat([pairs.flatten(-2), y[..., 2 * half :]], dim=-1)
 
 
-class HaarTransform(Transform):
+class HaarTransform(_OrthonormalAlongDim):
     """Orthonormal discrete Haar transform along ``dim`` (``|det J| = 1``).
 
     Lengths that are not powers of two get Pyro's block structure: pairs are
@@ -525,35 +538,13 @@ class HaarTransform(Transform):
         cache_size: as for any ``Transform``.
     """
 
-    bijective = True
-
     def __init__(self, dim: int = -1, flip: bool = False, cache_size: int = 0) -> None:
         self.dim = _check_dim("HaarTransform", dim)
         self.flip = bool(flip)
         super().__init__(cache_size=cache_size)
 
-    def with_cache(self, cache_size: int = 1) -> HaarTransform:
-        """Return a copy of this transform that caches ``cache_size`` results."""
-        if self._cache_size == cache_size:
-            return self
-        return HaarTransform(self.dim, flip=self.flip, cache_size=cache_size)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, HaarTransform) and (other.dim, other.flip) == (
-            self.dim,
-            self.flip,
-        )
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.dim, self.flip))
-
-    @_c.dependent_property(is_discrete=False)
-    def domain(self) -> _c.Constraint:
-        return _c.independent(_c.real, -self.dim)
-
-    @_c.dependent_property(is_discrete=False)
-    def codomain(self) -> _c.Constraint:
-        return _c.independent(_c.real, -self.dim)
+    def _key(self) -> tuple:
+        return (self.dim, self.flip)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         x = x.movedim(self.dim, -1)
@@ -566,20 +557,6 @@ class HaarTransform(Transform):
         if self.flip:
             x = x.flip(-1)
         return x.movedim(-1, self.dim)
-
-    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Zero: the transform is orthonormal."""
-        return x.new_zeros(x.shape[: self.dim])
-
-    def forward_shape(self, shape: _Shape) -> torch.Size:
-        """Unchanged (at least ``-dim`` dims are needed)."""
-        if len(shape) < -self.dim:
-            raise ValueError(
-                f"HaarTransform(dim={self.dim}): shape {tuple(shape)} has too few dims"
-            )
-        return torch.Size(shape)
-
-    inverse_shape = forward_shape
 
 
 # --------------------------------------------------------------------------------------
