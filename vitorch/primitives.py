@@ -198,7 +198,7 @@ def module(
         )
     store = _PARAM_STORE
     stored_params = store._params
-    replaced: list[tuple[str, torch.Tensor]] = []
+    replaced: list[tuple[str, torch.Tensor]] | None = None  # values a handler swapped in
     for full_name, p in _module_parameters(name, nn_module):
         stored = stored_params.get(full_name)
         if stored is not p:
@@ -218,8 +218,9 @@ def module(
             apply_stack(msg)
             if msg.value is not p and update_module_params:
                 # A handler (lift) gave another value: the module computes with it, as Pyro's.
+                replaced = replaced or []
                 replaced.append((full_name[len(name) + 3 :], msg.value))
-    for path, value in replaced:
+    for path, value in replaced or ():
         owner_path, _, attr = path.rpartition(".")
         owner = nn_module.get_submodule(owner_path) if owner_path else nn_module
         owner._parameters[attr] = value

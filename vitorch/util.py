@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from .handlers.seed import get_rng_state, set_rng_seed, set_rng_state
+from .handlers.trace import _is_subsample
 
 __all__ = [
     "check_model_guide_match",
@@ -98,11 +99,7 @@ def optional(context_manager: Any, condition: bool) -> Iterator[None]:
 
 
 def _is_latent(site: Any) -> bool:
-    return (
-        site.type == "sample"
-        and not site.is_observed
-        and not getattr(site.fn, "_is_subsample", False)
-    )
+    return site.type == "sample" and not site.is_observed and not _is_subsample(site)
 
 
 def _dist_shape(site: Any) -> tuple[int, ...]:

@@ -16,13 +16,9 @@ import torch
 
 from ..runtime import Message, Messenger
 from .block import BlockMessenger
-from .trace import Trace
+from .trace import Trace, _is_subsample
 
 __all__ = ["GuideMessenger"]
-
-
-def _is_subsample(msg: Message) -> bool:
-    return getattr(msg.fn, "_is_subsample", False)
 
 
 def _hidden_from_guide_trace(msg: Message) -> bool:

@@ -24,7 +24,7 @@ from torch.distributions.kl import _dispatch_kl, kl_divergence
 from ..handlers.block import BlockMessenger
 from ..handlers.plate import PlateMessenger
 from ..handlers.replay import ReplayMessenger
-from ..handlers.trace import Trace, TraceMessenger, _is_one, site_log_prob
+from ..handlers.trace import Trace, TraceMessenger, _is_one, _is_subsample, site_log_prob
 from ..handlers.trace import store_log_prob as _scaled_sum
 from ..params import record_params
 from ..runtime import Message
@@ -198,7 +198,7 @@ class ELBO:
         if not enumerated:  # enumeration dims sit left of the plates: TraceEnum checks those
             for tr in (model_trace, guide_trace):
                 for site in tr.nodes.values():
-                    if site.type == "sample" and not getattr(site.fn, "_is_subsample", False):
+                    if site.type == "sample" and not _is_subsample(site):
                         check_site_shape(site, max_plate_nesting)
 
     # -- estimates -------------------------------------------------------------------------
